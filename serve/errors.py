@@ -1,0 +1,42 @@
+"""Client-facing errors: each carries its HTTP status and a stable code."""
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadImage(ApiError):
+    status, code = 400, "bad_image"
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class ModelNotFound(ApiError):
+    status, code = 404, "model_not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class BadParameter(ApiError):
+    status, code = 422, "bad_parameter"
+
+
+class Overloaded(ApiError):
+    status, code = 503, "overloaded"

@@ -1,0 +1,112 @@
+"""Decode and preprocess images exactly as a model's metadata says; torch-free, shared with training."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from serve.errors import BadImage
+
+_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side to `resize`, center-crop `crop`, scale to [0,1], normalise per channel."""
+
+    channels: int
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError("mean and std need one value per channel")
+        if self.interpolation not in _INTERPOLATION:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
+        if self.crop > self.resize:
+            raise ValueError("crop cannot exceed resize")
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> "Preprocessing":
+        return cls(
+            channels=int(meta["channels"]),
+            resize=int(meta["resize"]),
+            crop=int(meta["crop"]),
+            mean=tuple(float(v) for v in meta["mean"]),
+            std=tuple(float(v) for v in meta["std"]),
+            interpolation=str(meta["interpolation"]),
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.crop, self.crop)
+
+
+def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode fully (so truncation is caught here), first frame only, upright by EXIF."""
+    if not data:
+        raise BadImage("empty body: send an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise BadImage(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"image declares too many pixels: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise BadImage(f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    return img
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Reduce any Pillow mode to L or RGB; transparency becomes black, the background of our digit models."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def preprocess(img: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """Image -> float32 array of shape (C, crop, crop)."""
+    img = _to_mode(img, spec.channels)
+    width, height = img.size
+    scale = spec.resize / min(width, height)
+    new_size = (max(spec.crop, round(width * scale)), max(spec.crop, round(height * scale)))
+    if new_size != img.size:
+        img = img.resize(new_size, _INTERPOLATION[spec.interpolation])
+    left = (new_size[0] - spec.crop) // 2
+    top = (new_size[1] - spec.crop) // 2
+    img = img.crop((left, top, left + spec.crop, top + spec.crop))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = arr[None, :, :] if spec.channels == 1 else arr.transpose(2, 0, 1)
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((arr - mean) / std)
