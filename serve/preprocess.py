@@ -74,6 +74,8 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"image declares too many pixels: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("the bytes are not an image in a format we read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise BadImage(f"cannot decode image: {type(exc).__name__}: {exc}") from None
     return img

@@ -1,0 +1,90 @@
+"""Ray Serve deployments behind the ingress: one Classifier per model version, one MetricsHub."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import ray
+from ray import serve as ray_serve
+from ray.serve.handle import DeploymentHandle
+
+from serve.config import ModelDeployment
+from serve.inference import OnnxClassifier, create_session
+from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
+from serve.providers import plan_providers, tensorrt_libraries_present
+from serve.repository import load_artifact, verify_checksum
+
+log = logging.getLogger(__name__)
+
+
+def _images_in(items: list[tuple[np.ndarray, float]]) -> int:
+    return sum(len(images) for images, _ in items)
+
+
+@ray_serve.deployment(max_ongoing_requests=1000)
+class MetricsHub:
+    """Sums the snapshots every replica pushes, so one scrape sees the whole application."""
+
+    def __init__(self) -> None:
+        self.store = MetricsStore()
+
+    def push(self, source: str, snapshot: Snapshot) -> None:
+        self.store.update(source, snapshot)
+
+    def render(self) -> bytes:
+        return self.store.render()
+
+
+@ray_serve.deployment
+class Classifier:
+    """Runs one model version with ONNX Runtime; concurrent calls are merged into batches."""
+
+    def __init__(self, spec: ModelDeployment, repository: str, hub: DeploymentHandle) -> None:
+        self.spec = spec
+        self.artifact = load_artifact(Path(repository), spec.name, spec.version)
+        verify_checksum(self.artifact)
+        plan = plan_providers(spec.providers, ray.get_gpu_ids(), spec.num_cpus, ort.get_available_providers(),
+                              spec.precision, tensorrt_libraries_present())
+        self.model = OnnxClassifier(create_session(str(self.artifact.onnx_path), plan, spec.providers))
+        self.providers = self.model.session.get_providers()
+        self.predict_batch.set_max_batch_size(spec.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
+        self.input_shape = self.artifact.preprocessing.input_shape
+        self.model.predict(np.zeros((1, *self.input_shape), np.float32))  # warm up before reporting ready
+        self.metrics = ServeMetrics()
+        self.labels = {"model": self.artifact.name, "version": self.artifact.version}
+        self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
+        log.info("loaded %s with %s", self.artifact.key, self.providers)
+
+    async def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for `images` (N, C, H, W); large requests are split to fit the batch limit."""
+        self.pusher.ensure_started()
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected (N, {self.input_shape}), got {images.shape}")
+        step = self.spec.max_batch_size
+        chunks = [images[i:i + step] for i in range(0, len(images), step)]
+        parts = await asyncio.gather(*(self.predict_batch((chunk, time.perf_counter())) for chunk in chunks))
+        return np.concatenate(parts)
+
+    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=_images_in)
+    async def predict_batch(self, items: list[tuple[np.ndarray, float]]) -> list[np.ndarray]:
+        started = time.perf_counter()
+        for images, enqueued in items:
+            self.metrics.queue_duration.labels(**self.labels).observe(started - enqueued)
+        batch = np.concatenate([images for images, _ in items])
+        probs = await asyncio.to_thread(self.model.predict, batch)
+        self.metrics.inference_duration.labels(**self.labels).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(**self.labels).observe(len(batch))
+        bounds = np.cumsum([len(images) for images, _ in items])[:-1]
+        return list(np.split(probs, bounds))
+
+    def describe(self) -> dict:
+        return {**self.artifact.summary(), "providers": self.providers}
+
+    def check_health(self) -> None:
+        if self.model.session is None:
+            raise RuntimeError("no ONNX Runtime session")

@@ -1,0 +1,161 @@
+"""HTTP ingress: validate, decode and preprocess, fan out to classifiers, answer JSON."""
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve as ray_serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.config import ServerConfig
+from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded
+from serve.http_input import read_images
+from serve.metrics import MetricsPusher, ServeMetrics
+from serve.postprocess import parse_k, top_k
+from serve.preprocess import Preprocessing, decode_image, preprocess
+from serve.repository import ModelArtifact, version_sort_key, load_artifact
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(title="resfam-serve", docs_url=None, redoc_url=None)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(BadParameter(f"invalid request: {exc.errors()}"))
+
+
+def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
+    return preprocess(decode_image(data, max_pixels), spec)
+
+
+@ray_serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@ray_serve.ingress(app)
+class Ingress:
+    def __init__(self, config: ServerConfig, repository: str,
+                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle) -> None:
+        self.config = config
+        self.classifiers = classifiers
+        self.artifacts: dict[str, ModelArtifact] = {}
+        for key in classifiers:
+            name, version = key.split("/", 1)
+            self.artifacts[key] = load_artifact(Path(repository), name, version)
+        first = next(iter(self.artifacts.values()))
+        self.default_model = config.default_model or first.name
+        self.metrics = ServeMetrics()
+        self.hub = hub
+        self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess")
+
+    def resolve(self, model: str | None) -> ModelArtifact:
+        """`name` means its newest loaded version; `name/version` an exact one."""
+        wanted = model or self.default_model
+        if wanted in self.artifacts:
+            return self.artifacts[wanted]
+        versions = [a for a in self.artifacts.values() if a.name == wanted]
+        if not versions:
+            raise ModelNotFound(f"model {wanted!r} is not loaded; GET /models lists what is")
+        return max(versions, key=lambda a: version_sort_key(a.version))
+
+    async def _prepare(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        spec, max_pixels = artifact.preprocessing, self.config.limits.max_pixels
+        started = time.perf_counter()
+        arrays = await asyncio.gather(*(
+            loop.run_in_executor(self.executor, decode_and_preprocess, data, spec, max_pixels) for data in images))
+        per_image = (time.perf_counter() - started) / len(images)
+        for _ in images:
+            self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
+        return np.stack(arrays)
+
+    @app.post("/classify")
+    async def classify(self, request: Request, k: str | None = None, model: str | None = None) -> Response:
+        started = time.perf_counter()
+        self.pusher.ensure_started()
+        self.metrics.inflight.inc()
+        labels = {"model": "", "version": "", "arm": "", "route": "/classify"}
+        try:
+            artifact = self.resolve(model)
+            labels.update(model=artifact.name, version=artifact.version)
+            top = parse_k(k, len(artifact.labels))
+            images = await read_images(request, self.config.limits)
+            batch = await self._prepare(images, artifact)
+            try:
+                probs = await self.classifiers[artifact.key].remote(batch)
+            except BackPressureError:
+                raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+            results = [top_k(p, top, artifact.labels) for p in probs]
+            for p in probs:
+                self.metrics.confidence.labels(artifact.name, "").observe(float(p.max()))
+            self.metrics.images.labels(artifact.name, artifact.version).inc(len(images))
+            body = {"request_id": uuid.uuid4().hex, "model": artifact.summary()}
+            if len(images) == 1:
+                body["predictions"] = results[0]
+            else:
+                body["results"] = [{"predictions": r} for r in results]
+            response: Response = JSONResponse(body, headers={"X-Request-Id": body["request_id"]})
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("classify failed")
+            response = JSONResponse({"error": {"code": "internal", "message": "internal error; the request was not classified"}},
+                                    status_code=500)
+        finally:
+            self.metrics.inflight.dec()
+        code = str(response.status_code)
+        self.metrics.request_duration.labels(**labels, code=code).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(**labels, code=code).inc()
+        return response
+
+    @app.get("/models")
+    async def list_models(self) -> dict:
+        return {"models": [self._describe(a) for a in self.artifacts.values()], "default": self.default_model}
+
+    @app.get("/models/{name}")
+    async def get_model(self, name: str) -> dict:
+        versions = [self._describe(a) for a in self.artifacts.values() if a.name == name]
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not loaded")
+        return {"name": name, "versions": versions}
+
+    def _describe(self, artifact: ModelArtifact) -> dict:
+        return {**artifact.summary(), "metadata": artifact.meta}
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        await self.pusher.push_now()
+        text = await self.hub.render.remote()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v2/health/live")
+    async def live(self) -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready(self) -> dict:
+        return {"ready": True}
