@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_is_valid_and_names_both_default_models():
+    config = load_config(ROOT / "serve" / "config.yaml")
+    assert {m.name for m in config.models} == {"seresnet20_digits", "resnext20_digits"}
+    assert config.http.host == "127.0.0.1" and config.http.port == 8000
+    assert all(m.max_batch_size > 1 for m in config.models)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"models": [{"name": "a", "max_batch_size": 0}]}, "models.0.max_batch_size"),
+        ({"models": [{"name": "a", "batch_wait_timeout_s": -1}]}, "models.0.batch_wait_timeout_s"),
+        ({"models": [{"name": "a", "providers": "tpu"}]}, "models.0.providers"),
+        ({"models": [{"name": "a", "replica": 2}]}, "models.0.replica"),
+        ({"models": [{"name": "../etc"}]}, "models.0.name"),
+        ({"models": []}, "models"),
+        ({"models": [{"name": "a"}], "default_model": "b"}, "default_model"),
+        ({"models": [{"name": "a"}, {"name": "a"}]}, "listed twice"),
+    ],
+)
+def test_invalid_configs_name_the_field(change, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(change)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump(["a", "list"]))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
