@@ -17,12 +17,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.config import ServerConfig
-from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded
-from serve.http_input import read_images
+from serve import oip
+from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge
+from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.postprocess import parse_k, top_k
 from serve.preprocess import Preprocessing, decode_image, preprocess
-from serve.repository import ModelArtifact, version_sort_key, load_artifact
+from serve.repository import ModelArtifact, load_artifact, version_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ app = FastAPI(title="resfam-serve", docs_url=None, redoc_url=None)
 def error_response(exc: ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
     return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+def oip_error(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
 @app.exception_handler(ApiError)
@@ -93,6 +98,12 @@ class Ingress:
             self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
         return np.stack(arrays)
 
+    async def _infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
+        try:
+            return await self.classifiers[artifact.key].remote(batch)
+        except BackPressureError:
+            raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+
     @app.post("/classify")
     async def classify(self, request: Request, k: str | None = None, model: str | None = None) -> Response:
         started = time.perf_counter()
@@ -105,10 +116,7 @@ class Ingress:
             top = parse_k(k, len(artifact.labels))
             images = await read_images(request, self.config.limits)
             batch = await self._prepare(images, artifact)
-            try:
-                probs = await self.classifiers[artifact.key].remote(batch)
-            except BackPressureError:
-                raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+            probs = await self._infer(artifact, batch)
             results = [top_k(p, top, artifact.labels) for p in probs]
             for p in probs:
                 self.metrics.confidence.labels(artifact.name, "").observe(float(p.max()))
@@ -127,6 +135,9 @@ class Ingress:
                                     status_code=500)
         finally:
             self.metrics.inflight.dec()
+        return self._record(labels, response, started)
+
+    def _record(self, labels: dict[str, str], response: Response, started: float) -> Response:
         code = str(response.status_code)
         self.metrics.request_duration.labels(**labels, code=code).observe(time.perf_counter() - started)
         self.metrics.requests.labels(**labels, code=code).inc()
@@ -152,6 +163,12 @@ class Ingress:
         text = await self.hub.render.remote()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # Open Inference Protocol (KServe V2). Its errors are {"error": "message"}, as its clients expect.
+
+    @app.get("/v2")
+    async def server_metadata(self) -> dict:
+        return {"name": "resfam-serve", "version": "1", "extensions": ["classification", "binary_tensor_data"]}
+
     @app.get("/v2/health/live")
     async def live(self) -> dict:
         return {"live": True}
@@ -159,3 +176,57 @@ class Ingress:
     @app.get("/v2/health/ready")
     async def ready(self) -> dict:
         return {"ready": True}
+
+    def _oip_artifact(self, name: str, version: str | None) -> ModelArtifact:
+        return self.resolve(f"{name}/{version}" if version else name)
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def oip_metadata(self, name: str, version: str | None = None) -> Response:
+        try:
+            artifact = self._oip_artifact(name, version)
+        except ApiError as exc:
+            return oip_error(exc)
+        versions = sorted((a.version for a in self.artifacts.values() if a.name == name), key=version_sort_key)
+        return JSONResponse(oip.model_metadata(artifact, versions))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def oip_ready(self, name: str, version: str | None = None) -> Response:
+        try:
+            artifact = self._oip_artifact(name, version)
+        except ApiError as exc:
+            return oip_error(exc)
+        return JSONResponse({"name": artifact.name, "ready": True})
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def oip_infer(self, name: str, request: Request, version: str | None = None) -> Response:
+        started = time.perf_counter()
+        self.pusher.ensure_started()
+        self.metrics.inflight.inc()
+        labels = {"model": "", "version": "", "arm": "", "route": "/v2/infer"}
+        try:
+            artifact = self._oip_artifact(name, version)
+            labels.update(model=artifact.name, version=artifact.version)
+            body = await read_body(request, self.config.limits.max_body_bytes)
+            parsed = oip.parse_infer_request(body, request.headers.get("inference-header-content-length"),
+                                             artifact.preprocessing.input_shape, len(artifact.labels))
+            if parsed.images is not None:
+                if len(parsed.images) > self.config.limits.max_images_per_request:
+                    raise PayloadTooLarge(f"{len(parsed.images)} images; the limit is "
+                                          f"{self.config.limits.max_images_per_request}")
+                batch = await self._prepare(parsed.images, artifact)
+            else:
+                batch = parsed.tensor
+            probs = await self._infer(artifact, batch)
+            self.metrics.images.labels(artifact.name, artifact.version).inc(len(batch))
+            response: Response = JSONResponse(oip.infer_response(artifact, parsed, probs))
+        except ApiError as exc:
+            response = oip_error(exc)
+        except Exception:
+            log.exception("infer failed")
+            response = JSONResponse({"error": "internal error; the request was not run"}, status_code=500)
+        finally:
+            self.metrics.inflight.dec()
+        return self._record(labels, response, started)
