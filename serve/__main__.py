@@ -1,4 +1,8 @@
-"""`python -m serve`: start (or join) Ray, deploy the configured models, serve until stopped."""
+"""`python -m serve`: start (or join) Ray, deploy the configured models, serve until stopped.
+
+SIGHUP re-reads the config and redeploys: Ray Serve rolls replicas over without dropping requests,
+so a new model version or new batching settings go live under load. SIGINT/SIGTERM drain and stop.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from serve.config import ConfigError, load_config
+from serve.config import ConfigError, ServerConfig, load_config
 
 APP_NAME = "resfam"
 
@@ -37,15 +41,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
-    ray_serve.run(build_app(config, PROJECT_ROOT), name=APP_NAME, route_prefix="/",
-                  logging_config={"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False})
-    print(f"resfam-serve ready on http://{config.http.host}:{config.http.port} "
-          f"(models: {', '.join(m.name for m in config.models)})", flush=True)
+    logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
 
-    stop = threading.Event()
+    def deploy(cfg: ServerConfig) -> None:
+        ray_serve.run(build_app(cfg, PROJECT_ROOT), name=APP_NAME, route_prefix="/", logging_config=logging_config)
+        print(f"resfam-serve ready on http://{config.http.host}:{config.http.port} "
+              f"(models: {', '.join(f'{m.name}/{m.version}' for m in cfg.models)})", flush=True)
+
+    deploy(config)
+    stop, reload = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        stop.clear()
+        reload.clear()
+        try:
+            new_config = load_config(args.config)
+            if new_config.http != config.http:
+                raise ConfigError("http host/port cannot change without a restart")
+            deploy(new_config)
+        except Exception as exc:  # a bad new config must not take down the running one
+            print(f"error: reload failed, still serving the previous config: {exc}", file=sys.stderr, flush=True)
     print("draining in-flight requests and shutting down", flush=True)
     ray_serve.shutdown()
     ray.shutdown()
