@@ -25,9 +25,9 @@ class BatchFigure:
     latency_ms: float  # per batch, median
 
 
-def session_for(artifact: ModelArtifact, providers: str, num_cpus: float, gpu_ids: list[int]) -> OnnxClassifier:
-    plan = plan_providers(providers, gpu_ids, num_cpus, ort.get_available_providers(),
-                          str(artifact.meta.get("export", {}).get("dtype", "fp32")).replace("float", "fp"),
+def session_for(artifact: ModelArtifact, providers: str, num_cpus: float, gpu_ids: list[int],
+                precision: str = "fp32") -> OnnxClassifier:
+    plan = plan_providers(providers, gpu_ids, num_cpus, ort.get_available_providers(), precision,
                           tensorrt_libraries_present())
     return OnnxClassifier(create_session(str(artifact.onnx_path), plan, providers))
 
@@ -52,19 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
     parser.add_argument("--num-cpus", type=float, default=2)
     parser.add_argument("--gpu", action="store_true", help="use GPU 0 (as a replica with num_gpus=1 would)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--batches", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     path = Path(args.model_dir)
     artifact = load_artifact(path.parent.parent, path.parent.name, path.name)
-    model = session_for(artifact, args.providers, args.num_cpus, [0] if args.gpu else [])
+    model = session_for(artifact, args.providers, args.num_cpus, [0] if args.gpu else [], args.precision)
     shape = artifact.preprocessing.input_shape
     figures = [measure(model, shape, int(b), args.seconds) for b in args.batches.split(",")]
-    result = {"model": artifact.key, "providers": model.session.get_providers(),
+    result = {"model": artifact.key, "providers": model.session.get_providers(), "precision": args.precision,
               "figures": [asdict(f) for f in figures], "best_images_per_s": max(f.images_per_s for f in figures)}
     for f in figures:
-        print(f"{artifact.key} {result['providers'][0]} batch {f.batch:4d}: "
+        print(f"{artifact.key} {result['providers'][0]} {args.precision} batch {f.batch:4d}: "
               f"{f.images_per_s:9.1f} images/s, {f.latency_ms:8.2f} ms per batch")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -11,6 +11,14 @@ from serve.providers import ProviderPlan, check_session_providers
 log = logging.getLogger(__name__)
 
 
+def half_precision(model_path: str) -> bytes:
+    """fp16 weights and activations inside, fp32 at the edges, so callers are unchanged."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(onnx.load(model_path), keep_io_types=True).SerializeToString()
+
+
 def create_session(model_path: str, plan: ProviderPlan, requested: str) -> ort.InferenceSession:
     if plan.uses_gpu and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when they are installed
@@ -19,7 +27,8 @@ def create_session(model_path: str, plan: ProviderPlan, requested: str) -> ort.I
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(model_path, sess_options=options, providers=plan.providers)
+    model = half_precision(model_path) if plan.half_precision_model else model_path
+    session = ort.InferenceSession(model, sess_options=options, providers=plan.providers)
     check_session_providers(plan, session.get_providers(), requested)
     return session
 

@@ -18,6 +18,7 @@ CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "Tensorrt
 class ProviderPlan:
     providers: list[tuple[str, dict]] = field(default_factory=list)
     intra_op_threads: int = 1
+    half_precision_model: bool = False  # CUDA runs fp16 only if the graph itself is converted
 
     @property
     def names(self) -> list[str]:
@@ -62,7 +63,7 @@ def plan_providers(
             chain.append((TENSORRT, {**device, "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True}))
         chain.append((CUDA, device))
     chain.append((CPU, {}))
-    return ProviderPlan(chain, threads)
+    return ProviderPlan(chain, threads, half_precision_model=precision == "fp16" and chain[0][0] == CUDA)
 
 
 def check_session_providers(plan: ProviderPlan, actual: list[str], requested: str) -> None:

@@ -28,6 +28,12 @@ def test_cpu_requested_on_gpu_replica():
     assert plan_providers("cpu", [0], 1, ALL).names == [CPU]
 
 
+def test_fp16_on_cuda_converts_the_graph_and_tensorrt_uses_its_flag():
+    assert plan_providers("cuda", [0], 1, ALL, precision="fp16").half_precision_model
+    assert not plan_providers("tensorrt", [0], 1, ALL, precision="fp16", tensorrt_present=True).half_precision_model
+    assert not plan_providers("auto", [0], 1, ALL).half_precision_model
+
+
 def test_fp16_enables_tensorrt_half_precision():
     plan = plan_providers("tensorrt", [0], 1, ALL, precision="fp16", tensorrt_present=True)
     assert plan.providers[0] == (TENSORRT, {"device_id": 0, "trt_fp16_enable": True, "trt_engine_cache_enable": True})
