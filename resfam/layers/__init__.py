@@ -1,6 +1,17 @@
 """Building blocks shared by the families; attention modules are created by name."""
 from resfam.layers.attention import create_attn
-from resfam.layers.drop_path import DropPath, drop_path_rates
+from resfam.layers.conv_bn_act import ConvBnAct
+from resfam.layers.drop_path import DropPath, drop_path_rates, make_drop_path, residual
 from resfam.layers.helpers import make_divisible
+from resfam.layers.split_attn import SplitAttn
 
-__all__ = ["DropPath", "create_attn", "drop_path_rates", "make_divisible"]
+__all__ = [
+    "ConvBnAct",
+    "DropPath",
+    "SplitAttn",
+    "create_attn",
+    "drop_path_rates",
+    "make_divisible",
+    "make_drop_path",
+    "residual",
+]

@@ -1,2 +1,14 @@
 """Importing this package registers every family."""
-from resfam.models import resnet  # noqa: F401
+from resfam.models import (  # noqa: F401
+    densenet,
+    dpn,
+    mobilenet,
+    resnest,
+    resnet,
+    resnetv2,
+    resnext,
+    seresnet,
+    squeezenet,
+    squeezenext,
+    wide_resnet,
+)

@@ -1,7 +1,8 @@
-"""ResNet (He et al. 2015) and its residual descendants: SE-ResNet, ResNeXt, SE-ResNeXt, CIFAR ResNets.
+"""ResNet (He et al. 2015): the configurable class every post-activation residual family builds on.
 
-One configurable class; each variant is a registered function with a small kwargs dict.
-Module names follow torchvision (and timm for SE) so upstream checkpoints load with strict=True.
+ResNeXt, SE-ResNet, Wide ResNet and ResNeSt register their variants in their own modules with this
+class. Module names follow torchvision (timm for SE, deep stems and average-pool shortcuts), so upstream
+checkpoints load with strict=True.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resfam.layers import DropPath, create_attn, drop_path_rates
-from resfam.registry import CIFAR, IMAGENET, register_model
+from resfam.layers import DropPath, create_attn, drop_path_rates, make_drop_path, residual
+from resfam.registry import CIFAR, register_model
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -38,7 +39,6 @@ class PadShortcut(nn.Module):
 
 class BasicBlock(nn.Module):
     expansion = 1
-    convs = 2
 
     def __init__(
         self,
@@ -51,7 +51,6 @@ class BasicBlock(nn.Module):
         attn_layer: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
         drop_path: float = 0.0,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         if cardinality != 1 or base_width != 64:
@@ -63,27 +62,24 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = create_attn(attn_layer, planes, **(attn_kwargs or {}))
         self.downsample = downsample
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.drop_path = make_drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.se is not None:
-            out = self.se(out)
-        if self.drop_path is not None:
-            out = self.drop_path(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
+        return out if self.se is None else self.se(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return residual_relu(self, x)
 
 
 class Bottleneck(nn.Module):
     """1x1-3x3-1x1 block. v1.5 strides in the 3x3; stride_in_1x1 gives the paper's v1."""
 
     expansion = 4
-    convs = 3
 
     def __init__(
         self,
@@ -111,35 +107,74 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
         self.downsample = downsample
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.drop_path = make_drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.se is not None:
-            out = self.se(out)
-        if self.drop_path is not None:
-            out = self.drop_path(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
+        return out if self.se is None else self.se(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return residual_relu(self, x)
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+def residual_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Post-activation residual: relu(branch(x) + shortcut(x)); a block dropped by stochastic depth
+    skips its branch. Out-of-place ReLU, because a dropped block may hand back its own input."""
+    shortcut = x if block.downsample is None else block.downsample(x)
+    drop_path: DropPath | None = block.drop_path
+    return torch.relu(residual(shortcut, lambda: block.branch(x), drop_path))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def make_stem(stem: str, in_chans: int, stem_width: int) -> tuple[nn.Module, int, nn.Module]:
+    """(conv1, its output channels, pooling). "deep" is timm's three 3x3 convs ending at 2*stem_width."""
+    if stem == "imagenet":
+        conv = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        return conv, stem_width, nn.MaxPool2d(3, stride=2, padding=1)
+    if stem == "cifar":
+        return conv3x3(in_chans, stem_width), stem_width, nn.Identity()
+    if stem == "deep":
+        conv = nn.Sequential(
+            conv3x3(in_chans, stem_width, 2),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+            conv3x3(stem_width, stem_width),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+            conv3x3(stem_width, 2 * stem_width),
+        )
+        return conv, 2 * stem_width, nn.MaxPool2d(3, stride=2, padding=1)
+    raise ValueError(f"unknown stem {stem!r}; known: imagenet, cifar, deep")
+
+
+def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, avg_down: bool) -> nn.Module:
+    """Option A pads zeros; option B projects with a 1x1 conv, after a 2x2 average pool if avg_down."""
+    if kind == "A":
+        return PadShortcut(out_ch, stride)
+    if not avg_down:
+        return nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+    pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+    return nn.Sequential(pool, conv1x1(in_ch, out_ch), nn.BatchNorm2d(out_ch))
 
 
 class ResNet(nn.Module):
-    """Residual network; the stem and stage widths select ImageNet (7x7 stem) or CIFAR (3x3 stem) form.
+    """Residual network; the stem and stage widths select ImageNet (7x7 or deep stem) or CIFAR (3x3) form.
 
     shortcut: "B" projects with a 1x1 conv when shape changes (torchvision), "A" pads with zeros.
+    block: "basic", "bottleneck" or a block class taking the same arguments (ResNeSt's);
+    block_kwargs go to every block. drop_path_rate is p_L of stochastic depth.
     """
 
     def __init__(
         self,
-        block: str,
+        block: str | type[nn.Module],
         layers: Sequence[int],
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -154,36 +189,33 @@ class ResNet(nn.Module):
         drop_path_rate: float = 0.0,
         stride_in_1x1: bool = False,
         zero_init_last: bool = False,
+        avg_down: bool = False,
+        block_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(planes):
             raise ValueError("layers and planes need one entry per stage")
         if shortcut not in ("A", "B"):
             raise ValueError("shortcut must be 'A' (zero-pad) or 'B' (projection)")
-        block_cls = BLOCKS[block]
+        block_cls = BLOCKS[block] if isinstance(block, str) else block
+        block_kwargs = dict(block_kwargs or {})
+        if stride_in_1x1:
+            if block_cls is BasicBlock:
+                raise ValueError("stride_in_1x1 (ResNet v1) applies to bottleneck blocks only")
+            block_kwargs["stride_in_1x1"] = True
         self.num_classes = num_classes
-        self.conv1 = (
-            nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
-            if stem == "imagenet"
-            else conv3x3(in_chans, stem_width)
-        )
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.conv1, inplanes, self.maxpool = make_stem(stem, in_chans, stem_width)
+        self.bn1 = nn.BatchNorm2d(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
-        inplanes = stem_width
         self.stage_names: list[str] = []
         for idx, (n_blocks, stage_planes) in enumerate(zip(layers, planes)):
             stride = 1 if idx == 0 else 2
             out_ch = stage_planes * block_cls.expansion
             downsample = None
             if stride != 1 or inplanes != out_ch:
-                downsample = (
-                    PadShortcut(out_ch, stride)
-                    if shortcut == "A"
-                    else nn.Sequential(conv1x1(inplanes, out_ch, stride), nn.BatchNorm2d(out_ch))
-                )
+                downsample = make_shortcut(shortcut, inplanes, out_ch, stride, avg_down)
             blocks = []
             for b in range(n_blocks):
                 blocks.append(
@@ -197,7 +229,7 @@ class ResNet(nn.Module):
                         attn_layer=attn_layer,
                         attn_kwargs=attn_kwargs,
                         drop_path=next(rates),
-                        stride_in_1x1=stride_in_1x1,
+                        **block_kwargs,
                     )
                 )
                 inplanes = out_ch
@@ -218,8 +250,12 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_last:
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
+                if hasattr(m, "last_bn"):
                     nn.init.zeros_(m.last_bn().weight)
+
+    def stage_modules(self) -> list[tuple[str, nn.Module]]:
+        """Modules whose outputs are the stage outputs a summary reports (stem before pooling)."""
+        return [("stem", self.bn1)] + [(name, getattr(self, name)) for name in self.stage_names]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -231,51 +267,76 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
-def _build(block: str, layers: Sequence[int], kwargs: dict[str, Any], **defaults: Any) -> ResNet:
+def build_resnet(block: str | type[nn.Module], layers: Sequence[int], kwargs: dict[str, Any], **defaults: Any) -> ResNet:
+    """A variant's defaults, overridden by what the caller passed to create_model."""
     return ResNet(block, layers, **{**defaults, **kwargs})
 
 
-_CIFAR_RESNET = dict(stem="cifar", stem_width=16, planes=(16, 32, 64), shortcut="A", num_classes=10)
-_SE = dict(attn_layer="se")
+CIFAR_RESNET = dict(stem="cifar", stem_width=16, planes=(16, 32, 64), shortcut="A", num_classes=10)
 
 # ImageNet ResNets, torchvision layout (v1.5). Reference top-1 from torchvision's IMAGENET1K_V1 weights.
 
 
 @register_model("resnet", upstream={"torchvision": "resnet18", "timm": "resnet18.tv_in1k"}, reference_top1=69.758)
 def resnet18(**kwargs: Any) -> ResNet:
-    return _build("basic", (2, 2, 2, 2), kwargs)
+    return build_resnet("basic", (2, 2, 2, 2), kwargs)
+
+
+@register_model("resnet", upstream={"torchvision": "resnet34", "timm": "resnet34.tv_in1k"}, reference_top1=73.314)
+def resnet34(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (3, 4, 6, 3), kwargs)
 
 
 @register_model("resnet", upstream={"torchvision": "resnet50", "timm": "resnet50.tv_in1k"}, reference_top1=76.130)
 def resnet50(**kwargs: Any) -> ResNet:
-    return _build("bottleneck", (3, 4, 6, 3), kwargs)
+    return build_resnet("bottleneck", (3, 4, 6, 3), kwargs)
 
 
-@register_model("resnext", upstream={"torchvision": "resnext50_32x4d"}, reference_top1=77.618)
-def resnext50_32x4d(**kwargs: Any) -> ResNet:
-    return _build("bottleneck", (3, 4, 6, 3), kwargs, cardinality=32, base_width=4)
+@register_model("resnet", upstream={"torchvision": "resnet101", "timm": "resnet101.tv_in1k"}, reference_top1=77.374)
+def resnet101(**kwargs: Any) -> ResNet:
+    return build_resnet("bottleneck", (3, 4, 23, 3), kwargs)
 
 
-@register_model("seresnet", upstream={"timm": "seresnet50.a1_in1k"}, reference_top1=80.1)
-def seresnet50(**kwargs: Any) -> ResNet:
-    return _build("bottleneck", (3, 4, 6, 3), kwargs, **_SE)
+@register_model("resnet", upstream={"torchvision": "resnet152", "timm": "resnet152.tv_in1k"}, reference_top1=78.312)
+def resnet152(**kwargs: Any) -> ResNet:
+    return build_resnet("bottleneck", (3, 8, 36, 3), kwargs)
 
 
-# CIFAR-style networks (32x32 input, 3x3 stem).
+# CIFAR ResNets (He et al. sec. 4.2): 6n+2 layers, 16/32/64 channels, option A shortcuts
+# (pass shortcut="B" for 1x1 projections).
 
 
 @register_model("resnet", data_config=CIFAR)
 def resnet20(**kwargs: Any) -> ResNet:
-    return _build("basic", (3, 3, 3), kwargs, **_CIFAR_RESNET)
+    return build_resnet("basic", (3, 3, 3), kwargs, **CIFAR_RESNET)
 
 
-@register_model("seresnet", data_config=CIFAR)
-def seresnet20(**kwargs: Any) -> ResNet:
-    return _build("basic", (3, 3, 3), kwargs, **_CIFAR_RESNET, **_SE)
+@register_model("resnet", data_config=CIFAR)
+def resnet32(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (5, 5, 5), kwargs, **CIFAR_RESNET)
 
 
-@register_model("resnext", data_config=CIFAR)
-def resnext20_4x8d(**kwargs: Any) -> ResNet:
-    """Small CIFAR ResNeXt: 3 stages x 2 bottlenecks, cardinality 4, 8 channels per group at stage 1."""
-    return _build("bottleneck", (2, 2, 2), kwargs, stem="cifar", stem_width=16, planes=(16, 32, 64),
-                  cardinality=4, base_width=32, num_classes=10)
+@register_model("resnet", data_config=CIFAR)
+def resnet44(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (7, 7, 7), kwargs, **CIFAR_RESNET)
+
+
+@register_model("resnet", data_config=CIFAR)
+def resnet56(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (9, 9, 9), kwargs, **CIFAR_RESNET)
+
+
+@register_model("resnet", data_config=CIFAR)
+def resnet110(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (18, 18, 18), kwargs, **CIFAR_RESNET)
+
+
+@register_model("resnet", data_config=CIFAR)
+def resnet1202(**kwargs: Any) -> ResNet:
+    return build_resnet("basic", (200, 200, 200), kwargs, **CIFAR_RESNET)
+
+
+@register_model("resnet", data_config=CIFAR)
+def resnet18_cifar(**kwargs: Any) -> ResNet:
+    """ResNet-18 widths with a 3x3 stride-1 stem and no max-pool, the usual ResNet-18 for 32x32 inputs."""
+    return build_resnet("basic", (2, 2, 2, 2), kwargs, stem="cifar", num_classes=10)
