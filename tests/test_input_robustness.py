@@ -23,7 +23,7 @@ def _digit(index: int = 0, size: int = 64) -> Image.Image:
 def _exif_rotated_jpeg(img: Image.Image) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # viewer rotates 90 degrees clockwise, so store it turned the other way
-    return encode(img.transpose(Image.Transpose.ROTATE_270), "JPEG", quality=95, exif=exif.tobytes())
+    return encode(img.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif.tobytes())
 
 
 def _sixteen_bit_png(img: Image.Image) -> bytes:

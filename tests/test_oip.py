@@ -97,7 +97,7 @@ class TestTritonClient:
         assert result.shape == (3, 2)
         for png, row in zip(pngs, result):
             expected = client.post("/classify", content=png, params={"k": 2}).json()["predictions"]
-            got = [r.decode().split(":") for r in row]
+            got = [(r.decode() if isinstance(r, bytes) else r).split(":") for r in row]
             assert [(int(i), lab) for _, i, lab in got] == [(p["index"], p["label"]) for p in expected]
             assert abs(float(got[0][0]) - expected[0]["score"]) < 1e-5
 

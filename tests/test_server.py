@@ -42,7 +42,7 @@ def post_image(client: httpx.Client, data: bytes, **params) -> httpx.Response:
 @pytest.mark.parametrize("name", MODELS)
 def test_held_out_digits_classified_at_recorded_accuracy(client, name):
     meta = recorded(name)
-    test = digits("test", seed=meta["provenance"]["seed"])
+    test = digits("test", seed=meta["metrics"]["split_seed"])
     payloads = [encode(test[i][0], "PNG") for i in range(len(test))]
 
     def classify(data: bytes) -> int:
@@ -85,7 +85,7 @@ def test_model_by_name_and_by_version(client):
 
 
 def test_multi_image_request_answers_in_order(client):
-    test = digits("test", seed=recorded("seresnet20_digits")["provenance"]["seed"])
+    test = digits("test", seed=recorded("seresnet20_digits")["metrics"]["split_seed"])
     files = [("file", (f"{i}.png", encode(test[i][0], "PNG"), "image/png")) for i in range(4)]
     body = client.post("/classify", files=files, params={"k": 1}).json()
     singles = [post_image(client, f[1][1], k=1).json()["predictions"] for f in files]
