@@ -61,7 +61,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
                    help="random shift/rotation of training images")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: all usable cores)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: %(default)s)")
     p.set_defaults(func=run_train)
 
 

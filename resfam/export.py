@@ -85,6 +85,7 @@ def to_onnx(
         diff = max_abs_diff(model, tmp, input_size, (batch, batch + 1))
         if not diff <= tolerance:  # also catches NaN
             raise ExportMismatch(f"ONNX Runtime differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a server may run as another user
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -203,6 +204,7 @@ def export_version(
         (stage / CARD_FILE).write_text(json.dumps(sealed, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
+        os.chmod(stage, 0o755)  # mkdtemp makes it private
         os.replace(stage, target)
         return sealed
     finally:

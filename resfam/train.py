@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shlex
 import time
@@ -46,13 +45,15 @@ class TrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.0
     augment: bool = True
-    threads: int | None = None
+    # One thread by default: on a shared 2-core host two threads per process were up to 10x slower
+    # (OpenMP threads wait on a descheduled peer); alone, two threads were only 1.6x faster.
+    threads: int = 1
 
     def command_line(self) -> str:
         """The full `resfam train` command, defaults spelled out, so the record alone reruns it."""
         args = ["resfam", "train", self.arch]
         for key, value in asdict(self).items():
-            if key in ("arch", "threads") or value is None:
+            if key == "arch" or value is None:
                 continue
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -80,11 +81,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def default_threads() -> int:
-    """All cores this process may use; a rerun on the same machine then computes in the same order."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -124,10 +120,31 @@ def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_s
     return correct, loss / max(1, len(targets))
 
 
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+) -> float:
+    """One pass over the training data; returns the mean training loss."""
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in loader:
+        loss = criterion(model(x.to(memory_format=torch.channels_last)), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+    return total / seen
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job; writes `out`/best.pt and `out`/run.json and returns the run record."""
     started = time.perf_counter()
-    torch.set_num_threads(cfg.threads or default_threads())
+    torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,8 +155,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     overrides = {"in_chans": in_chans} if in_chans else {}
     model = create_model(cfg.arch, num_classes=len(labels), drop_path_rate=cfg.drop_path_rate, **overrides)
     data_config = dataset_config(cfg.dataset, model.data_config)
+    # NHWC: grouped and small convolutions ran 15-25% faster per training step on this CPU.
+    model = model.to(memory_format=torch.channels_last)
     spec = preprocessing(data_config)
-    held_out = {s: tuple(map(torch.from_numpy, preprocess_all(splits[s], spec))) for s in ("val", "test")}
+    held_out = {}
+    for split in ("val", "test"):
+        inputs, targets = preprocess_all(splits[split], spec)
+        held_out[split] = (torch.from_numpy(inputs).to(memory_format=torch.channels_last), torch.from_numpy(targets))
 
     train_set = (AugmentedImages(splits["train"], spec, cfg.seed) if cfg.augment
                  else TensorDataset(*map(torch.from_numpy, preprocess_all(splits["train"], spec))))
@@ -153,25 +175,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     best: dict[str, float] = {}
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {cfg.arch}", unit="epoch")
     for epoch in bar:
-        model.train()
-        total, seen = 0.0, 0
-        for x, y in loader:
-            loss = criterion(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(y)
-            seen += len(y)
+        train_loss = train_epoch(model, loader, optimizer, scheduler, criterion)
         val_correct, val_loss = score(model, *held_out["val"])
-        row = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                "val_top1": val_correct / len(held_out["val"][1])}
         history.append(row)
         # Ties on the coarse validation accuracy go to the lower validation loss.
         if not best or (row["val_top1"], -row["val_loss"]) > (best["val_top1"], -best["val_loss"]):
             best = row
             torch.save(model.state_dict(), out / "best.pt")
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_top1']:.1%}", best=f"{best['val_top1']:.1%}")
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{row['val_top1']:.1%}", best=f"{best['val_top1']:.1%}")
     bar.close()
 
     model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True))
