@@ -12,7 +12,7 @@ from torch import nn
 
 from resfam.layers import ConvBnAct
 from resfam.models.data_configs import imagenet_config
-from resfam.registry import register_model
+from resfam.registry import DataConfig, register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks, paper Table 1.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)) + ((512, 1),) * 5 + ((1024, 2), (1024, 1))
@@ -60,7 +60,7 @@ def build_mobilenet_v1(width: float, kwargs: dict[str, Any]) -> MobileNetV1:
     return MobileNetV1(**{"width_multiplier": width, **kwargs})
 
 
-def rho_config(size: int) -> Any:
+def rho_config(size: int) -> DataConfig:
     """Resolution multiplier rho = size / 224."""
     return imagenet_config(size)
 
