@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ from resfam.export import export_version
 from resfam.factory import create_model
 from resfam.provenance import provenance, utc_now
 from resfam.registry import get_entry, list_models
+from resfam.summary import format_summary, summarize
 from resfam.train import OPTIMIZERS, TrainConfig, load_trained, train
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -40,6 +42,20 @@ def run_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    return 0
+
+
+def add_summary(sub: Subparsers) -> None:
+    p = sub.add_parser("summary", help="per-stage output shapes, layers as the papers count them, parameters, MACs")
+    p.add_argument("arch")
+    p.add_argument("--input-size", type=int, help="square input side (default: the architecture's own)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_summary)
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    summary = summarize(args.arch, args.input_size)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
@@ -166,7 +182,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_list, add_train, add_export, add_eval]
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_list, add_summary, add_train, add_export, add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,14 +20,15 @@ from resfam.registry import CIFAR, register_model
 
 
 @contextmanager
-def _batch_stats_only(norm: nn.BatchNorm2d) -> Iterator[None]:
-    """During recomputation BN must not update its running statistics a second time."""
-    saved = norm.track_running_stats
-    norm.track_running_stats = False
+def _frozen_running_stats(norm: nn.BatchNorm2d) -> Iterator[None]:
+    """During recomputation BN normalises with batch statistics as before but must not update its
+    running statistics a second time: momentum 0 keeps them, and the batch counter is parked."""
+    momentum, counter = norm.momentum, norm.num_batches_tracked
+    norm.momentum, norm.num_batches_tracked = 0.0, None
     try:
         yield
     finally:
-        norm.track_running_stats = saved
+        norm.momentum, norm.num_batches_tracked = momentum, counter
 
 
 class DenseLayer(nn.Module):
@@ -55,7 +56,7 @@ class DenseLayer(nn.Module):
         if self.memory_efficient and self.training and torch.is_grad_enabled():
             out = checkpoint(
                 self._first, *features, use_reentrant=False,
-                context_fn=lambda: (nullcontext(), _batch_stats_only(self.norm1)),
+                context_fn=lambda: (nullcontext(), _frozen_running_stats(self.norm1)),
             )
         else:
             out = self._first(*features)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from resfam.layers import ConvBnAct, create_attn, drop_path_rates, make_drop_path
+from resfam.layers import ConvBnAct, create_attn, drop_path_rates, make_drop_path, zero_init_branch_ends
 from resfam.models.data_configs import DPN_MEAN, DPN_STD, imagenet_config
 from resfam.registry import register_model
 
@@ -68,6 +68,9 @@ class DualPathBlock(nn.Module):
         self.se = create_attn(attn_layer, num_1x1_c + inc, **(attn_kwargs or {}))
         self.drop_path = make_drop_path(drop_path)
 
+    def branch_end(self) -> nn.Conv2d:
+        return self.c1x1_c.conv
+
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.c1x1_c(self.c3x3_b(self.c1x1_a(x)))
         return out if self.se is None else self.se(out)
@@ -102,6 +105,7 @@ class DPN(nn.Module):
         drop_path_rate: float = 0.0,
         attn_layer: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
+        zero_init_last: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -128,6 +132,8 @@ class DPN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m is not self.classifier:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            zero_init_branch_ends(self)
 
     def stage_modules(self) -> list[tuple[str, nn.Module]]:
         return [("stem" if i == 0 else f"stage{i}", getattr(self.features, n)) for i, n in enumerate(self._stage_names)]

@@ -7,13 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from resfam.layers import SplitAttn, create_attn, make_drop_path
+from resfam.layers import SplitAttn
 from resfam.models.data_configs import imagenet_config
-from resfam.models.resnet import ResNet, build_resnet, conv1x1, residual_relu
+from resfam.models.resnet import PostActBlock, ResNet, build_resnet, conv1x1
 from resfam.registry import register_model
 
 
-class ResNestBottleneck(nn.Module):
+class ResNestBottleneck(PostActBlock):
     expansion = 4
 
     def __init__(
@@ -43,11 +43,9 @@ class ResNestBottleneck(nn.Module):
         self.avd_last = nn.AvgPool2d(3, avd_stride, padding=1) if avd_stride and not avd_first else None
         self.conv3 = conv1x1(width, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)
-        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
-        self.downsample = downsample
-        self.drop_path = make_drop_path(drop_path)
+        self._finish(out_ch, downsample, attn_layer, attn_kwargs, drop_path)
 
-    def last_bn(self) -> nn.BatchNorm2d:
+    def branch_end(self) -> nn.BatchNorm2d:
         return self.bn3
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,11 +55,7 @@ class ResNestBottleneck(nn.Module):
         out = self.conv2(out)
         if self.avd_last is not None:
             out = self.avd_last(out)
-        out = self.bn3(self.conv3(out))
-        return out if self.se is None else self.se(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_relu(self, x)
+        return self.gate(self.bn3(self.conv3(out)))
 
 
 def build_resnest(layers: tuple[int, ...], stem_width: int, kwargs: dict[str, Any]) -> ResNet:

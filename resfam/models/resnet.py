@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resfam.layers import DropPath, create_attn, drop_path_rates, make_drop_path, residual
+from resfam.layers import create_attn, drop_path_rates, make_drop_path, residual, zero_init_branch_ends
 from resfam.registry import CIFAR, register_model
 
 
@@ -37,7 +37,35 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
 
 
-class BasicBlock(nn.Module):
+class PostActBlock(nn.Module):
+    """What post-activation blocks share: relu(branch(x) + shortcut(x)), an optional attention gate ending
+    the branch, and stochastic depth that skips the branch. Subclasses build their layers, then `_finish`."""
+
+    def _finish(
+        self,
+        out_ch: int,
+        downsample: nn.Module | None,
+        attn_layer: str | None,
+        attn_kwargs: dict[str, Any] | None,
+        drop_path: float,
+    ) -> None:
+        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
+        self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gate(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.se is None else self.se(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        # Out-of-place ReLU: a dropped block hands back its shortcut, which may be its own input.
+        return torch.relu(residual(shortcut, lambda: self.branch(x), self.drop_path))
+
+
+class BasicBlock(PostActBlock):
     expansion = 1
 
     def __init__(
@@ -60,23 +88,17 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.se = create_attn(attn_layer, planes, **(attn_kwargs or {}))
-        self.downsample = downsample
-        self.drop_path = make_drop_path(drop_path)
+        self._finish(planes, downsample, attn_layer, attn_kwargs, drop_path)
 
-    def last_bn(self) -> nn.BatchNorm2d:
+    def branch_end(self) -> nn.BatchNorm2d:
         return self.bn2
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return out if self.se is None else self.se(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_relu(self, x)
+        return self.gate(self.bn2(self.conv2(out)))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(PostActBlock):
     """1x1-3x3-1x1 block. v1.5 strides in the 3x3; stride_in_1x1 gives the paper's v1."""
 
     expansion = 4
@@ -105,29 +127,15 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
-        self.downsample = downsample
-        self.drop_path = make_drop_path(drop_path)
+        self._finish(out_ch, downsample, attn_layer, attn_kwargs, drop_path)
 
-    def last_bn(self) -> nn.BatchNorm2d:
+    def branch_end(self) -> nn.BatchNorm2d:
         return self.bn3
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return out if self.se is None else self.se(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_relu(self, x)
-
-
-def residual_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Post-activation residual: relu(branch(x) + shortcut(x)); a block dropped by stochastic depth
-    skips its branch. Out-of-place ReLU, because a dropped block may hand back its own input."""
-    shortcut = x if block.downsample is None else block.downsample(x)
-    drop_path: DropPath | None = block.drop_path
-    return torch.relu(residual(shortcut, lambda: block.branch(x), drop_path))
+        return self.gate(self.bn3(self.conv3(out)))
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -249,9 +257,7 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_last:
-            for m in self.modules():
-                if hasattr(m, "last_bn"):
-                    nn.init.zeros_(m.last_bn().weight)
+            zero_init_branch_ends(self)
 
     def stage_modules(self) -> list[tuple[str, nn.Module]]:
         """Modules whose outputs are the stage outputs a summary reports (stem before pooling)."""

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from resfam.layers import create_attn, drop_path_rates, make_drop_path, residual
+from resfam.layers import create_attn, drop_path_rates, make_drop_path, residual, zero_init_branch_ends
 from resfam.models.data_configs import INCEPTION_MEAN, INCEPTION_STD, imagenet_config
 from resfam.models.resnet import conv1x1, conv3x3
 from resfam.registry import CIFAR, register_model
@@ -19,7 +19,15 @@ from resfam.registry import CIFAR, register_model
 class PreActBlock(nn.Module):
     """Shared pre-activation wiring; subclasses define `branch` on the pre-activated input."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, drop_path: float) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        drop_path: float,
+        attn_layer: str | None,
+        attn_kwargs: dict[str, Any] | None,
+    ) -> None:
         super().__init__()
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
@@ -27,9 +35,13 @@ class PreActBlock(nn.Module):
         self.norm1 = nn.BatchNorm2d(in_ch)
         self.act = nn.ReLU(inplace=True)
         self.drop_path = make_drop_path(drop_path)
+        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
 
     def branch(self, x_preact: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def gate(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.se is None else self.se(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is None:
@@ -52,17 +64,18 @@ class PreActBasic(PreActBlock):
         attn_layer: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(in_ch, out_ch, stride, drop_path)
+        super().__init__(in_ch, out_ch, stride, drop_path, attn_layer, attn_kwargs)
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.norm2 = nn.BatchNorm2d(out_ch)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(out_ch, out_ch)
-        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
+
+    def branch_end(self) -> nn.Conv2d:
+        return self.conv2
 
     def branch(self, x_preact: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x_preact)
-        out = self.conv2(self.dropout(self.act(self.norm2(out))))
-        return out if self.se is None else self.se(out)
+        return self.gate(self.conv2(self.dropout(self.act(self.norm2(out)))))
 
 
 class PreActBottleneck(PreActBlock):
@@ -79,20 +92,21 @@ class PreActBottleneck(PreActBlock):
         attn_layer: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(in_ch, out_ch, stride, drop_path)
+        super().__init__(in_ch, out_ch, stride, drop_path, attn_layer, attn_kwargs)
         mid = int(out_ch * bottle_ratio)
         self.conv1 = conv1x1(in_ch, mid)
         self.norm2 = nn.BatchNorm2d(mid)
         self.conv2 = conv3x3(mid, mid, stride, groups=groups)
         self.norm3 = nn.BatchNorm2d(mid)
         self.conv3 = conv1x1(mid, out_ch)
-        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
+
+    def branch_end(self) -> nn.Conv2d:
+        return self.conv3
 
     def branch(self, x_preact: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x_preact)
         out = self.conv2(self.act(self.norm2(out)))
-        out = self.conv3(self.act(self.norm3(out)))
-        return out if self.se is None else self.se(out)
+        return self.gate(self.conv3(self.act(self.norm3(out))))
 
 
 V2_BLOCKS: dict[str, Callable[..., PreActBlock]] = {"basic": PreActBasic, "bottleneck": PreActBottleneck}
@@ -110,7 +124,7 @@ def make_v2_stem(stem: str, in_chans: int, stem_width: int) -> nn.Sequential:
 
 class ResNetV2(nn.Module):
     """channels are each stage's output widths; block_kwargs reach every block (bottle_ratio, groups,
-    drop_rate for dropout between a basic block's convs)."""
+    drop_rate for dropout between a basic block's convs). zero_init_last starts every block as identity."""
 
     def __init__(
         self,
@@ -125,6 +139,7 @@ class ResNetV2(nn.Module):
         attn_kwargs: dict[str, Any] | None = None,
         drop_path_rate: float = 0.0,
         block_kwargs: dict[str, Any] | None = None,
+        zero_init_last: bool = False,
     ) -> None:
         super().__init__()
         if len(layers) != len(channels):
@@ -157,6 +172,8 @@ class ResNetV2(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m is not self.head.fc:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            zero_init_branch_ends(self)
 
     def stage_modules(self) -> list[tuple[str, nn.Module]]:
         return [("stem", self.stem.conv)] + [(f"stage{i + 1}", s) for i, s in enumerate(self.stages)]

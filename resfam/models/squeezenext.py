@@ -16,11 +16,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from resfam.layers import ConvBnAct, create_attn, drop_path_rates, make_drop_path, residual
+from resfam.layers import ConvBnAct, drop_path_rates, zero_init_branch_ends
+from resfam.models.resnet import PostActBlock
 from resfam.registry import register_model
 
 
-class SqnxtBlock(nn.Module):
+class SqnxtBlock(PostActBlock):
     """The first 1x1 squeezes by 2 (stride 1), 4 (a wider input) or not at all (the stride-2 block)."""
 
     def __init__(
@@ -40,17 +41,14 @@ class SqnxtBlock(nn.Module):
         self.conv3 = ConvBnAct(mid // 2, mid, (1, 3))
         self.conv4 = ConvBnAct(mid, mid, (3, 1))
         self.conv5 = ConvBnAct(mid, out_ch, 1)
-        self.se = create_attn(attn_layer, out_ch, **(attn_kwargs or {}))
-        self.downsample = ConvBnAct(in_ch, out_ch, 1, stride=stride) if stride != 1 or in_ch != out_ch else None
-        self.drop_path = make_drop_path(drop_path)
+        downsample = ConvBnAct(in_ch, out_ch, 1, stride=stride) if stride != 1 or in_ch != out_ch else None
+        self._finish(out_ch, downsample, attn_layer, attn_kwargs, drop_path)
+
+    def branch_end(self) -> nn.BatchNorm2d:
+        return self.conv5.bn
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv5(self.conv4(self.conv3(self.conv2(self.conv1(x)))))
-        return out if self.se is None else self.se(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(residual(shortcut, lambda: self.branch(x), self.drop_path))
+        return self.gate(self.conv5(self.conv4(self.conv3(self.conv2(self.conv1(x))))))
 
 
 class SqueezeNext(nn.Module):
@@ -63,6 +61,7 @@ class SqueezeNext(nn.Module):
         drop_path_rate: float = 0.0,
         attn_layer: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
+        zero_init_last: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -87,6 +86,8 @@ class SqueezeNext(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight)
+        if zero_init_last:
+            zero_init_branch_ends(self)
 
     def stage_modules(self) -> list[tuple[str, nn.Module]]:
         stages = [(f"stage{i + 1}", s) for i, s in enumerate(self.stages)]
