@@ -1,6 +1,7 @@
 """Build the Ray Serve application from the config: typed builder arguments, composed handles."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from ray.serve import Application
 from serve.config import ModelDeployment, ServerConfig, load_config
 from serve.deployments import Classifier, MetricsHub
 from serve.ingress import Ingress
-from serve.repository import load_artifact
+from serve.repository import ModelArtifact, load_artifact
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +42,25 @@ def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
     return options
 
 
+def deployment_name(artifact: ModelArtifact, versions_served: int) -> str:
+    """One version of a model keeps the version out of the name, so that a new version is a rolling
+    update of the same deployment: callers' handles stay valid and no request meets a deleted one."""
+    if versions_served == 1:
+        return f"classifier-{artifact.name}"
+    return f"classifier-{artifact.name}-{artifact.version}"
+
+
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = MetricsHub.options(ray_actor_options={"num_cpus": 0}).bind()
+    served = Counter(spec.name for spec in config.models)
     classifiers = {}
     for spec in config.models:
         artifact = load_artifact(repository, spec.name, spec.version)
         pinned = spec.model_copy(update={"version": artifact.version})
-        deployment = Classifier.options(name=f"classifier-{artifact.name}-{artifact.version}", **classifier_options(spec))
-        classifiers[artifact.key] = deployment.bind(pinned, str(repository), hub)
+        name = deployment_name(artifact, served[spec.name])
+        classifiers[artifact.key] = Classifier.options(name=name, **classifier_options(spec)).bind(
+            pinned, str(repository), hub)
     return Ingress.bind(config, str(repository), classifiers, hub)
 
 
