@@ -50,7 +50,7 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
         pinned = spec.model_copy(update={"version": artifact.version})
         deployment = Classifier.options(name=f"classifier-{artifact.name}-{artifact.version}", **classifier_options(spec))
         classifiers[artifact.key] = deployment.bind(pinned, str(repository), hub)
-    return Ingress.bind(config, str(repository), classifiers, hub)
+    return Ingress.bind(config, str(repository), classifiers, hub, str(config.feedback_path(base_dir).resolve()))
 
 
 def app_builder(args: AppArgs) -> Application:
