@@ -1,7 +1,7 @@
 """A/B testing against the live server: arms, bypass, feedback, shadow mode, run-time changes, restarts.
 
 One server for the module (its own port and feedback store); the tests run in file order and
-move it through split -> shadow (failing, then healthy) -> reweighted split -> restart.
+move it through split -> reweighted split -> shadow (failing, then healthy) -> restart.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def http(ab: LiveServer) -> httpx.Client:
 
 
 @pytest.fixture(scope="module")
-def test_digits():
+def digit_pngs():
     test = digits("test", seed=recorded(SE)["metrics"]["split_seed"])
     return [(encode(test[i][0], "PNG"), test.targets[i]) for i in range(len(test))]
 
@@ -86,8 +86,8 @@ def test_naming_a_model_bypasses_the_experiment(http):
     assert total(after, "resfam_requests_total", **bypass) - total(before, "resfam_requests_total", **bypass) == 1
 
 
-def test_feedback_is_scored_once_and_bad_feedback_gets_the_right_status(http, test_digits):
-    data, target = test_digits[0]
+def test_feedback_is_scored_once_and_bad_feedback_gets_the_right_status(http, digit_pngs):
+    data, target = digit_pngs[0]
     body = classify(http, data, "u-feedback")
     arm = body["arm"]
     rid = body["request_id"]
@@ -111,10 +111,10 @@ def test_feedback_is_scored_once_and_bad_feedback_gets_the_right_status(http, te
     assert eventually(lambda: total(metric_samples(http), "resfam_feedback_total", arm=arm, correct=correct), 1) == 1
 
 
-def test_report_counts_what_was_sent(http, test_digits):
+def test_report_counts_what_was_sent(http, digit_pngs):
     before = {a["arm"]: a for a in http.get("/ab/report").json()["arms"]}
     sent = {SE: [0, 0], RX: [0, 0]}  # [feedback, correct]
-    for i, (data, target) in enumerate(test_digits[:40]):
+    for i, (data, target) in enumerate(digit_pngs[:40]):
         body = classify(http, data, f"report-{i}", k=1)
         ok = body["predictions"][0]["index"] == target
         assert http.post("/feedback", json={"request_id": body["request_id"], "label": target}).json()["counted"]
@@ -132,36 +132,7 @@ def test_report_counts_what_was_sent(http, test_digits):
     assert 0 <= cmp["p_value"] <= 1 and cmp["verdict"] == report["verdict"] and f"n={cmp['n']}" in cmp["verdict"]
 
 
-def test_failing_shadow_is_invisible_to_the_client(ab, http):
-    # A shadow timeout far below any real call: every shadow call fails, the primary answers regardless.
-    ab.reload(experiment_config(ab, mode="shadow", primary=SE, shadow_timeout_s=0.0001))
-    errors = lambda: total(metric_samples(http), "resfam_shadow_errors_total", arm=RX, reason="timeout")  # noqa: E731
-    before = errors()
-    for i in range(10):
-        body = classify(http, photo_bytes(), f"shadow-{i}")
-        assert body["arm"] == SE and "error" not in body
-    assert eventually(errors, before + 10) == before + 10
-    assert total(metric_samples(http), "resfam_shadow_comparisons_total", arm=RX) == 0
-
-
-def test_shadow_agreement_is_counted_and_paired_with_feedback(ab, http, test_digits):
-    ab.reload(experiment_config(ab, mode="shadow", primary=SE, shadow_timeout_s=10))
-    compared = lambda: total(metric_samples(http), "resfam_shadow_comparisons_total", primary=SE, arm=RX)  # noqa: E731
-    before = compared()
-    for i, (data, target) in enumerate(test_digits[:30]):
-        body = classify(http, data, f"pair-{i}", k=1)
-        assert body["arm"] == SE
-        assert http.post("/feedback", json={"request_id": body["request_id"], "label": target}).status_code == 200
-    assert eventually(compared, before + 30) == before + 30
-    agreed = total(metric_samples(http), "resfam_shadow_comparisons_total", primary=SE, arm=RX, agree="true")
-    assert agreed >= 25  # both models are ~99% accurate on digits
-    (pair,) = http.get("/ab/report").json()["shadow"]
-    assert pair["primary"] == SE and pair["shadow"] == RX and pair["paired_feedback"] == 30
-    assert 0 <= pair["p_value"] <= 1 and pair["agreement"] >= 25 / 30
-
-
 def test_reweighting_under_load_drops_no_request_and_moves_few_users(ab, http):
-    ab.reload(experiment_config(ab, mode="split"))
     users = [f"w{i}" for i in range(200)]
     statuses: list[int] = []
     stop = threading.Event()
@@ -193,8 +164,36 @@ def test_reweighting_under_load_drops_no_request_and_moves_few_users(ab, http):
     assert len(moved) <= 0.2 * len(users) and all(after[u] == SE for u in moved)
 
 
-def test_feedback_and_awaiting_predictions_survive_a_restart(ab, http, test_digits):
-    data, target = test_digits[1]
+def test_failing_shadow_is_invisible_to_the_client(ab, http):
+    # A shadow timeout far below any real call: every shadow call fails, the primary answers regardless.
+    ab.reload(experiment_config(ab, mode="shadow", primary=SE, shadow_timeout_s=0.0001))
+    errors = lambda: total(metric_samples(http), "resfam_shadow_errors_total", arm=RX, reason="timeout")  # noqa: E731
+    before = errors()
+    for i in range(10):
+        body = classify(http, photo_bytes(), f"shadow-{i}")
+        assert body["arm"] == SE and "error" not in body
+    assert eventually(errors, before + 10) == before + 10
+    assert total(metric_samples(http), "resfam_shadow_comparisons_total", arm=RX) == 0
+
+
+def test_shadow_agreement_is_counted_and_paired_with_feedback(ab, http, digit_pngs):
+    ab.reload(experiment_config(ab, mode="shadow", primary=SE, shadow_timeout_s=10))
+    compared = lambda: total(metric_samples(http), "resfam_shadow_comparisons_total", primary=SE, arm=RX)  # noqa: E731
+    before = compared()
+    for i, (data, target) in enumerate(digit_pngs[:30]):
+        body = classify(http, data, f"pair-{i}", k=1)
+        assert body["arm"] == SE
+        assert http.post("/feedback", json={"request_id": body["request_id"], "label": target}).status_code == 200
+    assert eventually(compared, before + 30) == before + 30
+    agreed = total(metric_samples(http), "resfam_shadow_comparisons_total", primary=SE, arm=RX, agree="true")
+    assert agreed >= 25  # both models are ~99% accurate on digits
+    (pair,) = http.get("/ab/report").json()["shadow"]
+    assert pair["primary"] == SE and pair["shadow"] == RX and pair["paired_feedback"] == 30
+    assert 0 <= pair["p_value"] <= 1 and pair["agreement"] >= 25 / 30
+
+
+def test_feedback_and_awaiting_predictions_survive_a_restart(ab, http, digit_pngs):
+    data, target = digit_pngs[1]
     given = classify(http, data, "restart-1")
     waiting = classify(http, data, "restart-2")
     assert http.post("/feedback", json={"request_id": given["request_id"], "label": target}).json()["counted"]
