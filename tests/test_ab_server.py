@@ -5,7 +5,9 @@ move it through split -> reweighted split -> shadow (failing, then healthy) -> r
 """
 from __future__ import annotations
 
-import copy
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -130,6 +132,24 @@ def test_report_counts_what_was_sent(http, digit_pngs):
         assert 0 < arm["latency_p50_s"] <= arm["latency_p95_s"] and 0 < arm["mean_confidence"] <= 1
     (cmp,) = report["comparisons"]
     assert 0 <= cmp["p_value"] <= 1 and cmp["verdict"] == report["verdict"] and f"n={cmp['n']}" in cmp["verdict"]
+
+
+def test_offline_evaluation_sends_every_image_to_every_arm(ab, http, tmp_path):
+    before = {a["arm"]: a["feedback"] for a in http.get("/ab/report").json()["arms"]}
+    result = subprocess.run([sys.executable, "-m", "serve.abeval", "--url", ab.url, "--dataset", "digits",
+                             "--limit", "24", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(a["arm"], a["n"]) for a in report["arms"]] == [(SE, 24), (RX, 24)]
+    assert all(a["route"].startswith("sticky user") for a in report["arms"])
+    assert all(a["accuracy_ci95"][0] <= a["accuracy"] <= a["accuracy_ci95"][1] for a in report["arms"])
+    (pair,) = report["paired"]
+    assert 0 <= pair["mcnemar_p_value"] <= 1 and "paired images" in pair["verdict"]
+    assert report["feedback_counted"] == 48
+    after = {a["arm"]: a["feedback"] for a in http.get("/ab/report").json()["arms"]}
+    assert after == {arm: n + 24 for arm, n in before.items()}
+    for name in ("report.md", "accuracy.png", "latency.png"):
+        assert (tmp_path / name).stat().st_size > 500
 
 
 def test_reweighting_under_load_drops_no_request_and_moves_few_users(ab, http):
