@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.abreport import build_report
-from serve.config import ServerConfig
+from serve.config import ExperimentConfig, ServerConfig
 from serve import oip
 from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge, UnknownRequest
 from serve.experiment import Arm, assign
@@ -81,14 +81,21 @@ class Ingress:
         self.hub = hub
         self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess")
-        self.experiment = config.experiment
-        self.arms = [Arm(a.model, a.weight) for a in config.experiment.arms] if config.experiment else []
-        for arm in self.arms:
-            self.resolve(arm.name)  # an arm that names no loaded version fails the deployment, not a request
+        self.experiment: ExperimentConfig | None = None
+        self.arms: list[Arm] = []
         feedback = config.feedback
         self.store = FeedbackStore(feedback_path, feedback.max_rows, feedback.retention_s)
         self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-store")
         self.shadow_tasks: set[asyncio.Task] = set()
+
+    def reconfigure(self, experiment: dict) -> None:
+        """Ray Serve calls this with the user_config at start and on every change: no restart, no lost request."""
+        parsed = ExperimentConfig.model_validate(experiment) if experiment else None
+        arms = [Arm(a.model, a.weight) for a in parsed.arms] if parsed else []
+        for arm in arms:
+            self.resolve(arm.name)  # an arm that names no loaded version fails the update, not a request
+        self.experiment, self.arms = parsed, arms  # swapped together: a request sees the old or the new
+        log.info("experiment now %s", parsed)
 
     def resolve(self, model: str | None) -> ModelArtifact:
         """`name` means its newest loaded version; `name/version` an exact one."""
