@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -82,16 +84,29 @@ def default_config(port: int, state_dir: Path) -> dict:
 TEST_USER = {"X-User-Id": "test-suite"}
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> LiveServer:
-    workdir = tmp_path_factory.mktemp("server")
+@contextmanager
+def shipped_server(tmp_path_factory, name: str) -> Iterator[LiveServer]:
+    """A server with the shipped config, its own port, folder and feedback store."""
+    workdir = tmp_path_factory.mktemp(name)
     live = LiveServer(default_config(free_port(), workdir), workdir)
     live.start()
-    yield live
-    live.stop()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> LiveServer:
+    with shipped_server(tmp_path_factory, "server") as live:
+        yield live
+
+
+def client_for(live: LiveServer, headers: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, timeout=60, headers=headers) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")
 def client(server: LiveServer) -> httpx.Client:
-    with httpx.Client(base_url=server.url, timeout=60, headers=TEST_USER) as c:
-        yield c
+    yield from client_for(server, TEST_USER)

@@ -16,7 +16,7 @@ import pytest
 
 from resfam.data import digits
 from serve.experiment import Arm, sticky_arm
-from tests.conftest import LiveServer, default_config, free_port
+from tests.conftest import LiveServer, client_for, default_config, shipped_server
 from tests.images import encode, photo_bytes
 from tests.test_server import metric_samples, recorded, total
 
@@ -28,17 +28,13 @@ PNG = {"Content-Type": "image/png"}
 
 @pytest.fixture(scope="module")
 def ab(tmp_path_factory) -> LiveServer:
-    workdir = tmp_path_factory.mktemp("ab")
-    live = LiveServer(default_config(free_port(), workdir), workdir)
-    live.start()
-    yield live
-    live.stop()
+    with shipped_server(tmp_path_factory, "ab") as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
 def http(ab: LiveServer) -> httpx.Client:
-    with httpx.Client(base_url=ab.url, timeout=60) as c:
-        yield c
+    yield from client_for(ab)  # no default X-User-Id: anonymous requests are tested too
 
 
 @pytest.fixture(scope="module")
