@@ -1,7 +1,7 @@
 """A/B testing against the live server: arms, bypass, feedback, shadow mode, run-time changes, restarts.
 
 One server for the module (its own port and feedback store); the tests run in file order and
-move it through split -> reweighted split -> shadow (failing, then healthy) -> restart.
+move it through split -> reweighted split -> off and on -> shadow (failing, then healthy) -> restart.
 """
 from __future__ import annotations
 
@@ -178,6 +178,15 @@ def test_reweighting_under_load_drops_no_request_and_moves_few_users(ab, http):
     assert after == {u: sticky_arm([Arm(SE, 60), Arm(RX, 40)], u, SALT).name for u in users}
     moved = [u for u in users if before[u] != after[u]]
     assert len(moved) <= 0.2 * len(users) and all(after[u] == SE for u in moved)
+
+
+def test_switching_the_experiment_off_and_on_at_run_time(ab, http):
+    ab.reload(experiment_config(ab, enabled=False))
+    body = classify(http, photo_bytes(), "u1")
+    assert body["arm"] is None and body["model"]["name"] == SE  # the default model answers
+    assert http.get("/ab/report").json()["experiment"]["enabled"] is False
+    ab.reload(experiment_config(ab, enabled=True))
+    assert classify(http, photo_bytes(), "u1")["arm"] == sticky_arm([Arm(SE, 50), Arm(RX, 50)], "u1", SALT).name
 
 
 def test_failing_shadow_is_invisible_to_the_client(ab, http):
