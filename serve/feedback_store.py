@@ -119,9 +119,9 @@ class FeedbackStore:
     def prune(self) -> None:
         with self.db:
             self.db.execute("DELETE FROM predictions WHERE created < ?", (time.time() - self.retention_s,))
-            self.db.execute(
-                "DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions ORDER BY created DESC "
-                "LIMIT -1 OFFSET ?)", (self.max_rows,))
+            # rowids grow with every insert, so this keeps at most the newest max_rows without a scan
+            self.db.execute("DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ?",
+                            (self.max_rows,))
 
     def _count_insert(self) -> None:
         self._inserts += 1
