@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,11 +72,12 @@ class LiveServer:
             time.sleep(0.5)
 
 
-def default_config(port: int, state_dir: Path) -> dict:
+def default_config(port: int, state_dir: Path | None = None) -> dict:
     """The shipped config on another port, keeping its feedback store out of the project's state."""
     config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     config["model_repository"] = str(ROOT / "models")
     config["http"]["port"] = port
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="resfam-state-"))
     config.setdefault("feedback", {})["path"] = str(state_dir / "feedback.sqlite")
     return config
 
