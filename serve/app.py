@@ -1,12 +1,13 @@
 """Build the Ray Serve application from the config: typed builder arguments, composed handles."""
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from serve.config import ModelDeployment, ServerConfig, load_config
 from serve.deployments import Classifier, MetricsHub
@@ -50,18 +51,43 @@ def deployment_name(artifact: ModelArtifact, versions_served: int) -> str:
     return f"classifier-{artifact.name}-{artifact.version}"
 
 
+def versioned(deployment: Deployment, *inputs: str) -> Deployment:
+    """Version a deployment by the serving code and its init arguments.
+
+    Without a version `serve.run` gives every deployment a random one, so each SIGHUP replaced every
+    replica, models included. With it, a redeploy that changes neither code nor arguments leaves the
+    replicas running and applies a new user_config (the A/B experiment) in place. Ray 2.60 removed
+    the public `version` option but still honours the attribute it set; without it, behaviour falls
+    back to a rolling replacement, which drops no request either.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    for text in inputs:
+        digest.update(text.encode())
+    deployment._version = digest.hexdigest()[:16]
+    return deployment
+
+
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
-    hub = MetricsHub.options(ray_actor_options={"num_cpus": 0}).bind()
+    hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
     served = Counter(spec.name for spec in config.models)
     classifiers = {}
     for spec in config.models:
         artifact = load_artifact(repository, spec.name, spec.version)
         pinned = spec.model_copy(update={"version": artifact.version})
         name = deployment_name(artifact, served[spec.name])
-        classifiers[artifact.key] = Classifier.options(name=name, **classifier_options(spec)).bind(
-            pinned, str(repository), hub)
-    return Ingress.bind(config, str(repository), classifiers, hub)
+        deployment = Classifier.options(name=name, **classifier_options(spec))
+        inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")))
+        classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub)
+    # The experiment travels as user_config: changing it reconfigures the ingress without restarting it.
+    fixed = config.model_copy(update={"experiment": None})
+    feedback_path = str(config.feedback_path(base_dir).resolve())
+    experiment = config.experiment.model_dump() if config.experiment else {}
+    ingress = versioned(Ingress.options(user_config=experiment), fixed.model_dump_json(), str(repository),
+                        ",".join(classifiers), feedback_path)
+    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_path)
 
 
 def app_builder(args: AppArgs) -> Application:

@@ -51,12 +51,54 @@ class HttpOptions(_Strict):
     port: int = Field(8000, ge=1, le=65535)
 
 
+class ArmSpec(_Strict):
+    """One arm: a served model (`name` or `name/version`) and its share of traffic."""
+
+    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+    weight: float = Field(1, gt=0)
+
+
+class ExperimentConfig(_Strict):
+    """An A/B experiment over requests that name no model; changes apply on SIGHUP."""
+
+    enabled: bool = True
+    name: str = Field("ab", min_length=1)  # salts the hash: a new name reshuffles users
+    mode: Literal["split", "shadow"] = "split"
+    sticky_header: str = Field("X-User-Id", min_length=1)
+    arms: list[ArmSpec] = Field(min_length=2)
+    primary: str | None = None  # shadow mode: the arm that answers (default: the first)
+    shadow_timeout_s: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _arms_distinct(self) -> "ExperimentConfig":
+        names = [a.model for a in self.arms]
+        if len(names) != len(set(names)):
+            raise ValueError(f"arms must name different models, got {names}")
+        if self.primary is not None and self.primary not in names:
+            raise ValueError(f"primary {self.primary!r} is not one of the arms {names}")
+        return self
+
+    @property
+    def primary_arm(self) -> str:
+        return self.primary or self.arms[0].model
+
+
+class FeedbackConfig(_Strict):
+    """The embedded store of served predictions awaiting feedback, and of the feedback itself."""
+
+    path: str = ".state/feedback.sqlite"  # relative to the project root
+    max_rows: int = Field(1_000_000, ge=100)
+    retention_s: float = Field(7 * 24 * 3600, gt=0)
+
+
 class ServerConfig(_Strict):
     model_repository: str = "models"
     http: HttpOptions = HttpOptions()
     limits: Limits = Limits()
     models: list[ModelDeployment] = Field(min_length=1)
     default_model: str | None = None
+    experiment: ExperimentConfig | None = None
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _default_model_is_served(self) -> "ServerConfig":
@@ -68,9 +110,29 @@ class ServerConfig(_Strict):
             raise ValueError("a model version is listed twice")
         return self
 
+    @model_validator(mode="after")
+    def _arms_are_served(self) -> "ServerConfig":
+        if self.experiment is None:
+            return self
+        for arm in self.experiment.arms:
+            name, _, version = arm.model.partition("/")
+            served = [m.version for m in self.models if m.name == name]
+            if not served:
+                raise ValueError(f"experiment arm {arm.model!r} is not among the served models {sorted({m.name for m in self.models})}")
+            if version and version not in served and "latest" not in served:
+                raise ValueError(f"experiment arm {arm.model!r}: version {version!r} is not served (served: {served})")
+        return self
+
     def repository_path(self, base: Path | None = None) -> Path:
-        path = Path(self.model_repository)
-        return path if path.is_absolute() or base is None else (base / path)
+        return _under(self.model_repository, base)
+
+    def feedback_path(self, base: Path | None = None) -> Path:
+        return _under(self.feedback.path, base)
+
+
+def _under(path_text: str, base: Path | None) -> Path:
+    path = Path(path_text)
+    return path if path.is_absolute() or base is None else (base / path)
 
 
 class ConfigError(ValueError):

@@ -40,3 +40,11 @@ class BadParameter(ApiError):
 
 class Overloaded(ApiError):
     status, code = 503, "overloaded"
+
+
+class UnknownRequest(ApiError):
+    status, code = 404, "unknown_request"
+
+
+class UnknownLabel(ApiError):
+    status, code = 422, "unknown_label"

@@ -16,10 +16,14 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.config import ServerConfig
+from serve.abreport import build_report
+from serve.config import ExperimentConfig, ServerConfig
 from serve import oip
 from serve.drain import DrainGate
-from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge
+from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge, UnknownRequest
+from serve.experiment import Arm, assign
+from serve.feedback import MAX_FEEDBACK_BYTES, label_index, parse_feedback
+from serve.feedback_store import FeedbackStore, Prediction
 from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.postprocess import parse_k, top_k
@@ -80,8 +84,9 @@ def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> 
 @ray_serve.ingress(app)
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
-                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle) -> None:
+                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_path: str) -> None:
         self.config = config
+        self.repository = Path(repository)
         self.classifiers = classifiers
         self.artifacts: dict[str, ModelArtifact] = {}
         for key in classifiers:
@@ -94,6 +99,21 @@ class Ingress:
         self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess")
         self.drain_gate = app.state.drain = DrainGate()
+        self.experiment: ExperimentConfig | None = None
+        self.arms: list[Arm] = []
+        feedback = config.feedback
+        self.store = FeedbackStore(feedback_path, feedback.max_rows, feedback.retention_s)
+        self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-store")
+        self.shadow_tasks: set[asyncio.Task] = set()
+
+    def reconfigure(self, experiment: dict) -> None:
+        """Ray Serve calls this with the user_config at start and on every change: no restart, no lost request."""
+        parsed = ExperimentConfig.model_validate(experiment) if experiment else None
+        arms = [Arm(a.model, a.weight) for a in parsed.arms] if parsed else []
+        for arm in arms:
+            self.resolve(arm.name)  # an arm that names no loaded version fails the update, not a request
+        self.experiment, self.arms = parsed, arms  # swapped together: a request sees the old or the new
+        log.info("experiment now %s", parsed)
 
     async def drain(self, timeout_s: float) -> dict:
         """Called by `python -m serve` before it stops Ray Serve."""
@@ -120,6 +140,73 @@ class Ingress:
             self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
         return np.stack(arrays)
 
+    async def _in_store(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.store_executor, fn, *args)
+
+    def choose_arm(self, request: Request, model: str | None) -> str | None:
+        """The experiment's arm for a request that names no model; None when it is bypassed or off."""
+        experiment = self.experiment
+        if model is not None or experiment is None or not experiment.enabled:
+            return None
+        if experiment.mode == "shadow":
+            return experiment.primary_arm
+        return assign(self.arms, request.headers.get(experiment.sticky_header), salt=experiment.name).name
+
+    async def _remember(self, request_id: str, arm: str, artifact: ModelArtifact, probs: np.ndarray,
+                        latency_s: float) -> None:
+        """Keep what was answered, so that feedback can be scored later (by any replica, after restarts)."""
+        rows = [Prediction(request_id, i, arm, artifact.key, int(p.argmax()), float(p.max()), latency_s)
+                for i, p in enumerate(probs)]
+        try:
+            await self._in_store(self.store.record, rows)
+        except Exception:  # a full disk must not fail classification; feedback for it will get 404
+            log.exception("could not record predictions of %s", request_id)
+
+    def _start_shadows(self, request_id: str, primary: ModelArtifact, batch: np.ndarray,
+                       images: list[bytes], probs: np.ndarray) -> None:
+        """Mirror the request to every other arm, off the response path: nothing is awaited here."""
+        top1 = [int(p.argmax()) for p in probs]
+        for arm in self.arms:
+            if arm.name != self.experiment.primary_arm:
+                task = asyncio.get_running_loop().create_task(
+                    self._shadow(request_id, arm.name, primary, batch, images, top1))
+                self.shadow_tasks.add(task)
+                task.add_done_callback(self.shadow_tasks.discard)
+
+    async def _shadow(self, request_id: str, arm: str, primary: ModelArtifact, batch: np.ndarray,
+                      images: list[bytes], primary_top1: list[int]) -> None:
+        started = time.perf_counter()
+        try:
+            artifact = self.resolve(arm)
+            probs = await asyncio.wait_for(self._shadow_infer(artifact, primary, batch, images),
+                                           self.experiment.shadow_timeout_s)
+        except asyncio.TimeoutError:
+            self.metrics.shadow_errors.labels(arm, "timeout").inc()
+            return
+        except Overloaded:
+            self.metrics.shadow_errors.labels(arm, "overloaded").inc()
+            return
+        except Exception:
+            log.warning("shadow call to %s failed", arm, exc_info=True)
+            self.metrics.shadow_errors.labels(arm, "error").inc()
+            return
+        latency = time.perf_counter() - started
+        self.metrics.shadow_duration.labels(arm).observe(latency)
+        for p, top1 in zip(probs, primary_top1):
+            agree = "true" if int(p.argmax()) == top1 else "false"
+            self.metrics.shadow_comparisons.labels(self.experiment.primary_arm, arm, agree).inc()
+        rows = [Prediction(request_id, i, arm, artifact.key, int(p.argmax()), float(p.max()), latency)
+                for i, p in enumerate(probs)]
+        try:
+            await self._in_store(self.store.record_shadow, rows)
+        except Exception:
+            log.exception("could not record shadow predictions of %s", request_id)
+
+    async def _shadow_infer(self, artifact: ModelArtifact, primary: ModelArtifact, batch: np.ndarray,
+                            images: list[bytes]) -> np.ndarray:
+        same_input = artifact.preprocessing == primary.preprocessing
+        return await self._infer(artifact, batch if same_input else await self._prepare(images, artifact))
+
     async def _infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
         try:
             return await self.classifiers[artifact.key].remote(batch)
@@ -133,17 +220,22 @@ class Ingress:
         self.metrics.inflight.inc()
         labels = {"model": "", "version": "", "arm": "", "route": "/classify"}
         try:
-            artifact = self.resolve(model)
-            labels.update(model=artifact.name, version=artifact.version)
+            arm = self.choose_arm(request, model)
+            artifact = self.resolve(arm or model)
+            labels.update(model=artifact.name, version=artifact.version, arm=arm or "")
             top = parse_k(k, len(artifact.labels))
             images = await read_images(request, self.config.limits)
             batch = await self._prepare(images, artifact)
             probs = await self._infer(artifact, batch)
             results = [top_k(p, top, artifact.labels) for p in probs]
             for p in probs:
-                self.metrics.confidence.labels(artifact.name, "").observe(float(p.max()))
+                self.metrics.confidence.labels(artifact.name, arm or "").observe(float(p.max()))
             self.metrics.images.labels(artifact.name, artifact.version).inc(len(images))
-            body = {"request_id": uuid.uuid4().hex, "model": artifact.summary()}
+            request_id = uuid.uuid4().hex
+            await self._remember(request_id, arm or "", artifact, probs, time.perf_counter() - started)
+            if arm is not None and self.experiment.mode == "shadow":
+                self._start_shadows(request_id, artifact, batch, images, probs)
+            body = {"request_id": request_id, "model": artifact.summary(), "arm": arm}
             if len(images) == 1:
                 body["predictions"] = results[0]
             else:
@@ -164,6 +256,30 @@ class Ingress:
         self.metrics.request_duration.labels(**labels, code=code).observe(time.perf_counter() - started)
         self.metrics.requests.labels(**labels, code=code).inc()
         return response
+
+    @app.post("/feedback")
+    async def feedback(self, request: Request) -> Response:
+        """The true label of a served prediction; the first feedback per image counts, repeats do not."""
+        given = parse_feedback(await read_body(request, MAX_FEEDBACK_BYTES))
+        served = await self._in_store(self.store.find, given.request_id, given.image)
+        if served is None:
+            raise UnknownRequest(f"no retained prediction with request_id {given.request_id!r} "
+                                 f"and image {given.image} (unknown, or older than the retention)")
+        name, version = served.model.split("/", 1)
+        artifact = self.artifacts.get(served.model) or load_artifact(self.repository, name, version)
+        index = label_index(given.label, artifact.labels)
+        counted = await self._in_store(self.store.add_feedback, given.request_id, given.image, index)
+        correct = index == served.predicted
+        if counted:
+            self.pusher.ensure_started()
+            self.metrics.feedback.labels(artifact.name, served.arm, str(correct).lower()).inc()
+        return JSONResponse({"request_id": given.request_id, "image": given.image, "arm": served.arm or None,
+                             "label": artifact.labels[index], "index": index, "correct": correct,
+                             "counted": counted})
+
+    @app.get("/ab/report")
+    async def ab_report(self) -> dict:
+        return await self._in_store(build_report, self.store, self.experiment)
 
     @app.get("/models")
     async def list_models(self) -> dict:

@@ -52,6 +52,15 @@ class ServeMetrics:
             ["model", "arm"], buckets=CONFIDENCE_BUCKETS, registry=r)
         self.feedback = Counter(
             "resfam_feedback_total", "Feedback received on served predictions.", ["model", "arm", "correct"], registry=r)
+        self.shadow_comparisons = Counter(
+            "resfam_shadow_comparisons_total", "Shadow-mode images whose shadow top-1 agreed with the primary's.",
+            ["primary", "arm", "agree"], registry=r)
+        self.shadow_errors = Counter(
+            "resfam_shadow_errors_total", "Shadow calls that failed; the client never sees them.",
+            ["arm", "reason"], registry=r)
+        self.shadow_duration = Histogram(
+            "resfam_shadow_duration_seconds", "Time a shadow arm took, off the response path.",
+            ["arm"], buckets=LATENCY_BUCKETS, registry=r)
         self.inflight = Gauge("resfam_inflight_requests", "Requests being handled now.", registry=r)
 
     def snapshot(self) -> Snapshot:

@@ -15,6 +15,17 @@ def test_shipped_config_is_valid_and_names_both_default_models():
     assert all(m.max_batch_size > 1 for m in config.models)
 
 
+def test_shipped_config_runs_a_50_50_split_between_the_default_models():
+    experiment = load_config(ROOT / "serve" / "config.yaml").experiment
+    assert experiment.enabled and experiment.mode == "split" and experiment.sticky_header == "X-User-Id"
+    assert [(a.model, a.weight) for a in experiment.arms] == [("seresnet20_digits", 50), ("resnext20_digits", 50)]
+
+
+def _two(second_arm: dict, versions: tuple[str, ...] = ("latest",), **experiment) -> dict:
+    models = [{"name": "a"}] + [{"name": "b", "version": v} for v in versions]
+    return {"models": models, "experiment": {"arms": [{"model": "a", "weight": 1}, second_arm], **experiment}}
+
+
 @pytest.mark.parametrize(
     "change, field",
     [
@@ -26,6 +37,14 @@ def test_shipped_config_is_valid_and_names_both_default_models():
         ({"models": []}, "models"),
         ({"models": [{"name": "a"}], "default_model": "b"}, "default_model"),
         ({"models": [{"name": "a"}, {"name": "a"}]}, "listed twice"),
+        (_two({"model": "c", "weight": 1}), "'c' is not among the served models"),
+        (_two({"model": "b/7", "weight": 1}, versions=("1", "2")), "version '7' is not served"),
+        (_two({"model": "b", "weight": 0}), "experiment.arms.1.weight"),
+        (_two({"model": "a", "weight": 1}), "arms must name different models"),
+        (_two({"model": "b"}, mode="canary"), "experiment.mode"),
+        (_two({"model": "b"}, primary="z"), "primary 'z' is not one of the arms"),
+        ({"models": [{"name": "a"}], "experiment": {"arms": [{"model": "a"}]}}, "experiment.arms"),
+        ({"models": [{"name": "a"}], "feedback": {"retention_s": 0}}, "feedback.retention_s"),
     ],
 )
 def test_invalid_configs_name_the_field(change, field):

@@ -38,7 +38,7 @@ def _config(port: int, repository: Path, version: str, max_batch_size: int, max_
     # one replica alone would leave a gap. A quarter CPU each fits old and new beside the ingress.
     spec.update(version=version, replicas=2, num_cpus=0.25, max_batch_size=max_batch_size,
                 max_queued_requests=max_queued)
-    config.update(model_repository=str(repository), models=[spec], default_model=MODEL)
+    config.update(model_repository=str(repository), models=[spec], default_model=MODEL, experiment=None)
     config["limits"]["max_images_per_request"] = 16
     return config
 

@@ -1,0 +1,63 @@
+"""GET /ab/report: per-arm outcomes from the feedback store, and whether their difference is real."""
+from __future__ import annotations
+
+from typing import Any
+
+from serve.abstats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
+from serve.config import ExperimentConfig
+from serve.feedback_store import ArmOutcomes, FeedbackStore, ShadowOutcomes
+
+
+def describe_experiment(experiment: ExperimentConfig | None) -> dict[str, Any] | None:
+    if experiment is None:
+        return None
+    return {"name": experiment.name, "enabled": experiment.enabled, "mode": experiment.mode,
+            "sticky_header": experiment.sticky_header, "primary": experiment.primary_arm,
+            "arms": [{"arm": a.model, "weight": a.weight} for a in experiment.arms]}
+
+
+def arm_summary(o: ArmOutcomes) -> dict[str, Any]:
+    lo, hi = wilson_interval(o.correct, o.feedback)
+    return {"arm": o.arm, "requests": o.requests, "feedback": o.feedback, "correct": o.correct,
+            "accuracy": o.correct / o.feedback if o.feedback else None,
+            "accuracy_ci95": [lo, hi] if o.feedback else None,
+            "latency_p50_s": percentile(o.latencies_s, 50), "latency_p95_s": percentile(o.latencies_s, 95),
+            "mean_confidence": o.mean_confidence}
+
+
+def compare(a: ArmOutcomes, b: ArmOutcomes) -> dict[str, Any]:
+    """Split traffic: independent samples, so a two-proportion z-test on feedback accuracy."""
+    test = two_proportion_z_test(a.correct, a.feedback, b.correct, b.feedback)
+    return {"arms": [a.arm, b.arm], "n": a.feedback + b.feedback, "difference": test.difference,
+            "z": test.z, "p_value": test.p_value,
+            "verdict": verdict(a.arm, a.correct, a.feedback, b.arm, b.correct, b.feedback, test.p_value)}
+
+
+def paired(o: ShadowOutcomes) -> dict[str, Any]:
+    """Shadow mode: both arms saw the same images, so McNemar's test on the discordant pairs."""
+    test = mcnemar_test(o.primary_only_correct, o.shadow_only_correct)
+    if o.paired_feedback == 0:
+        words = "no paired feedback yet"
+    elif test.p_value >= 0.05:
+        words = f"no significant difference at n={o.paired_feedback} paired (p={test.p_value:.2g})"
+    else:
+        better = o.shadow if o.shadow_only_correct > o.primary_only_correct else o.primary
+        words = f"{better} is more accurate, significant at n={o.paired_feedback} paired (p={test.p_value:.2g})"
+    return {"primary": o.primary, "shadow": o.shadow, "compared": o.compared,
+            "agreement": o.agreed / o.compared if o.compared else None,
+            "shadow_latency_p50_s": percentile(o.latencies_s, 50),
+            "shadow_latency_p95_s": percentile(o.latencies_s, 95),
+            "paired_feedback": o.paired_feedback, "b_primary_only_correct": o.primary_only_correct,
+            "c_shadow_only_correct": o.shadow_only_correct, "mcnemar_statistic": test.statistic,
+            "mcnemar_method": test.method, "p_value": test.p_value, "verdict": words}
+
+
+def build_report(store: FeedbackStore, experiment: ExperimentConfig | None) -> dict[str, Any]:
+    names = [a.model for a in experiment.arms] if experiment else []
+    outcomes = [store.arm_outcomes(name) for name in names]
+    comparisons = [compare(outcomes[0], other) for other in outcomes[1:]]
+    primary = experiment.primary_arm if experiment else None
+    shadows = [paired(store.shadow_outcomes(primary, name)) for name in names if name != primary]
+    return {"experiment": describe_experiment(experiment), "arms": [arm_summary(o) for o in outcomes],
+            "comparisons": comparisons, "shadow": [s for s in shadows if s["compared"]],
+            "verdict": comparisons[0]["verdict"] if comparisons else "no experiment configured"}
