@@ -6,7 +6,7 @@ autoscaling on ongoing requests), so a config edit and a re-render are all a rol
 from pathlib import Path
 from typing import Any
 
-from serve.app import PROJECT_ROOT, classifier_options
+from serve.app import PROJECT_ROOT, classifier_deployment_name, classifier_options
 from serve.config import Autoscaling, ModelDeployment, ServerConfig
 from serve.repository import load_artifact
 
@@ -34,7 +34,7 @@ def deployment_overrides(config: ServerConfig, variant: Variant, repository: Pat
     for spec in config.models:
         artifact = load_artifact(repository, spec.name, spec.version)
         options = classifier_options(cluster_spec(spec, variant))
-        overrides.append({"name": f"classifier-{artifact.name}-{artifact.version}", **options})
+        overrides.append({"name": classifier_deployment_name(artifact.name, artifact.version), **options})
     return overrides
 
 

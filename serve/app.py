@@ -41,6 +41,11 @@ def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
     return options
 
 
+def classifier_deployment_name(name: str, version: str) -> str:
+    """Stable per model version: a cluster's serve config overrides deployments by this name."""
+    return f"classifier-{name}-{version}"
+
+
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = MetricsHub.options(ray_actor_options={"num_cpus": 0}).bind()
@@ -48,7 +53,7 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
     for spec in config.models:
         artifact = load_artifact(repository, spec.name, spec.version)
         pinned = spec.model_copy(update={"version": artifact.version})
-        deployment = Classifier.options(name=f"classifier-{artifact.name}-{artifact.version}", **classifier_options(spec))
+        deployment = Classifier.options(name=classifier_deployment_name(artifact.name, artifact.version), **classifier_options(spec))
         classifiers[artifact.key] = deployment.bind(pinned, str(repository), hub)
     return Ingress.bind(config, str(repository), classifiers, hub)
 
