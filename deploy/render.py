@@ -8,7 +8,7 @@ from serve.app import PROJECT_ROOT
 from serve.config import load_config
 
 from deploy import dashboard, manifests
-from deploy.serve_config import serve_config
+from deploy.serve_config import IMAGE_APP_DIR, serve_config
 from deploy.variants import VARIANTS
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
@@ -35,7 +35,7 @@ def render(config_path: Path = DEFAULT_CONFIG) -> dict[str, str]:
     config = load_config(config_path)
     files: dict[str, str] = {}
     for variant in VARIANTS.values():
-        serve_yaml = yaml.safe_dump(serve_config(config, config_rel, variant), sort_keys=False)
+        serve_yaml = yaml.safe_dump(serve_config(config, f"{IMAGE_APP_DIR}/{config_rel}", variant), sort_keys=False)
         head = _header(config_rel)
         files[f"k8s/{variant.name}/rayservice.yaml"] = head + manifests.to_yaml(
             [manifests.ray_service(variant, serve_yaml)])

@@ -38,9 +38,9 @@ def deployment_overrides(config: ServerConfig, variant: Variant, repository: Pat
     return overrides
 
 
-def serve_config(config: ServerConfig, config_path: str, variant: Variant,
+def serve_config(config: ServerConfig, config_arg: str, variant: Variant,
                  base_dir: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """A ServeDeploySchema-shaped dict; `config_path` is the config's path relative to the project root."""
+    """A ServeDeploySchema-shaped dict; `config_arg` is the config file's path as the replicas see it."""
     repository = config.repository_path(base_dir).resolve()
     return {
         "proxy_location": "EveryNode",
@@ -50,7 +50,7 @@ def serve_config(config: ServerConfig, config_path: str, variant: Variant,
             "name": APP_NAME,
             "route_prefix": "/",
             "import_path": "serve.app:app_builder",
-            "args": {"config": f"{IMAGE_APP_DIR}/{config_path}"},
+            "args": {"config": config_arg},
             "deployments": deployment_overrides(config, variant, repository),
         }],
     }

@@ -1,6 +1,4 @@
 """Build the Ray Serve application from the config: typed builder arguments, composed handles."""
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class AppArgs(BaseModel):
-    """Arguments of `serve run serve.app:app_builder config=...` and of a RayService import_path."""
+    """Arguments of `serve run serve.app:app_builder config=...` and of a RayService import_path.
+
+    No `from __future__ import annotations` in this module: Ray Serve turns the args dict into this
+    model only when app_builder's annotation is the class itself, not a string.
+    """
 
     config: str = str(PROJECT_ROOT / "serve" / "config.yaml")
 

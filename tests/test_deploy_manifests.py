@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import ValidationError
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+from ray.serve import Application
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
 from deploy.render import DEPLOY_DIR, render, stale_files
+from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
 from serve.app import classifier_deployment_name
 from serve.config import load_config
@@ -134,6 +137,15 @@ def test_overrides_name_exactly_the_deployments_the_app_builds(variant):
              for a in (load_artifact(repository, m.name, m.version) for m in config.models)}
     overridden = {d["name"] for d in serve_config_v2(variant)["applications"][0]["deployments"]}
     assert overridden == built
+
+
+def test_rendered_args_reach_app_builder_as_ray_serve_passes_them():
+    """Ray Serve hands the builder a plain dict unless the annotation is a pydantic class (the KubeRay path)."""
+    app = serve_config_v2("cpu")["applications"][0]
+    module, function = app["import_path"].split(":")
+    builder = getattr(__import__(module, fromlist=[function]), function)
+    args = {**app["args"], "config": app["args"]["config"].replace(IMAGE_APP_DIR, str(ROOT))}
+    assert isinstance(call_user_app_builder_with_args_if_necessary(builder, args), Application)
 
 
 def test_gpu_variant_puts_gpus_on_workers_only():

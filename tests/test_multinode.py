@@ -66,7 +66,8 @@ class RayNode:
                    f"--object-manager-port={object_manager}", f"--metrics-export-port={metrics}",
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--runtime-env-agent-port={runtime_env}", *args]
-        env = {**os.environ, **FAST_HEALTH_CHECKS}
+        # PYTHONPATH: replicas import serve.app:app_builder from this checkout (the image pip-installs it).
+        env = {**os.environ, **FAST_HEALTH_CHECKS, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -101,7 +102,7 @@ class Traffic:
     """CONCURRENCY clients posting images in a loop; every answer is logged with its time."""
 
     url: str
-    results: list[tuple[float, int]] = field(default_factory=list)
+    results: list[tuple[float, int, float]] = field(default_factory=list)  # (answered at, status, seconds)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> list[threading.Thread]:
@@ -114,24 +115,33 @@ class Traffic:
         image = photo_bytes("coffee.png")
         with httpx.Client(base_url=self.url, timeout=60) as client:
             while not self.stop.is_set():
+                sent = time.monotonic()
                 try:
                     status = client.post("/classify", content=image, headers={"Content-Type": "image/png"}).status_code
                 except httpx.HTTPError:
                     status = 0
-                self.results.append((time.monotonic(), status))
+                self.results.append((time.monotonic(), status, time.monotonic() - sent))
 
     def between(self, start: float, end: float) -> list[int]:
-        return [status for t, status in list(self.results) if start <= t < end]
+        return [status for t, status, _ in list(self.results) if start <= t < end]
+
+    def slowest(self, start: float, end: float) -> float:
+        return round(max((took for t, _, took in list(self.results) if start <= t < end), default=0.0), 2)
 
 
-def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5):
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5, explain=lambda: ""):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} {explain()}")
+
+
+def serve_status() -> str:
+    from ray import serve as ray_serve
+    return str(ray_serve.status())
 
 
 def replica_nodes() -> list[str]:
@@ -175,7 +185,7 @@ def cluster(monkeypatch):
                          temp_dir / "node2.log")
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, "the second node to join")
-        yield {"head": head, "second": second}
+        yield {"head": head, "second": second, "address": address, "workdir": temp_dir}
     finally:
         from ray import serve as ray_serve
         import ray
@@ -190,29 +200,36 @@ def cluster(monkeypatch):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def deploy(http_port: int) -> None:
-    from ray import serve as ray_serve
+def deploy(address: str, http_port: int, workdir: Path) -> None:
+    """Deploy as KubeRay does: the serve config rendered by deploy/ (cpu variant), applied by Ray Serve."""
+    import yaml
 
-    from serve.app import build_app
+    from deploy.serve_config import serve_config
+    from deploy.variants import VARIANTS
     from serve.config import parse_config
-    config = parse_config({
+    app_config = {
         "model_repository": str(ROOT / "models"),
-        "http": {"host": "127.0.0.1", "port": http_port},
         "default_model": MODEL,
         "models": [{"name": MODEL, "replicas": REPLICAS, "num_cpus": REPLICA_CPUS, "max_batch_size": 8}],
-    })
-    # One proxy, on the head: the two "nodes" share one loopback address and could not both bind the port.
-    ray_serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
-    ray_serve.run(build_app(config, ROOT), name="resfam", route_prefix="/")
+    }
+    (workdir / "app.yaml").write_text(yaml.safe_dump(app_config))
+    rendered = serve_config(parse_config(app_config), str(workdir / "app.yaml"), VARIANTS["cpu"], ROOT)
+    # Loopback only: one proxy on the head (both "nodes" share this machine's address and could not
+    # both bind the port) and a free port instead of 8000. The application part is as rendered.
+    rendered.update(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+    (workdir / "serve.yaml").write_text(yaml.safe_dump(rendered))
+    done = subprocess.run([str(Path(RAY).with_name("serve")), "run", f"--address={address}", "--non-blocking",
+                           str(workdir / "serve.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
     import ray
     node_ids = {("node2" if "node2" in n["Resources"] else "head"): n["NodeID"] for n in ray.nodes() if n["Alive"]}
     http_port = free_port()
-    deploy(http_port)
+    deploy(cluster["address"], http_port, cluster["workdir"])
     placement = wait_for(lambda: (lambda nodes: nodes if len(nodes) == REPLICAS else None)(replica_nodes()),
-                         120, f"{REPLICAS} live replicas")
+                         180, f"{REPLICAS} live replicas", explain=serve_status)
     assert node_ids["node2"] in placement and node_ids["head"] in placement, f"replicas not spread: {placement}"
 
     traffic = Traffic(f"http://127.0.0.1:{http_port}")
@@ -225,7 +242,7 @@ def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
              60, "Ray to mark the second node dead")
     node_dead_s = time.monotonic() - killed_at
     wait_for(lambda: (lambda nodes: len(nodes) == REPLICAS and set(nodes) == {node_ids["head"]})(replica_nodes())
-             and running_replicas() == REPLICAS, 180, "replicas rescheduled onto the head")
+             and running_replicas() == REPLICAS, 180, "replicas rescheduled onto the head", explain=serve_status)
     rescheduled_s = time.monotonic() - killed_at
     time.sleep(10)
     traffic.stop.set()
@@ -243,6 +260,8 @@ def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
         "requests_before": len(before), "requests_during": len(during), "requests_after": len(after),
         "failed": len(failures), "failed_codes": sorted(set(failures)),
         "throughput_before_rps": round(len(before) / 10, 1),
+        "throughput_after_rps": round(len(after) / (finished - killed_at - rescheduled_s), 1),
+        "slowest_before_s": traffic.slowest(0, killed_at), "slowest_after_kill_s": traffic.slowest(killed_at, finished),
     }
     print("\nmulti-node figures: " + json.dumps(figures))
     assert before and all(s == 200 for s in before), f"failures before the node died: {set(before)}"
