@@ -94,6 +94,8 @@ def ray_service(variant: Variant, serve_config_yaml: str) -> dict[str, Any]:
         "kind": "RayService",
         "metadata": {"name": NAME, "labels": dict(APP_LABEL)},
         "spec": {
+            # A new image (new models) starts a second cluster; traffic moves once its apps are ready.
+            "upgradeStrategy": {"type": "NewCluster"},
             "serveConfigV2": _LiteralStr(serve_config_yaml),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,

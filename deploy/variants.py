@@ -1,11 +1,15 @@
 """The two cluster shapes we render for: CPU-only nodes, or GPU worker nodes with the NVIDIA device plugin."""
+import tomllib
 from dataclasses import dataclass, field
 
 import ray
 
+from serve.app import PROJECT_ROOT
+
 RAY_VERSION = ray.__version__
 IMAGE_REPOSITORY = "resfam-serve"
-IMAGE_TAG = "0.1.0"
+# The image carries code, config and models, so a release (and a model rollout) bumps the project version.
+IMAGE_TAG = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 @dataclass(frozen=True)
