@@ -4,7 +4,7 @@ from typing import Any
 import yaml
 
 from deploy.serve_config import SERVE_PORT
-from deploy.variants import RAY_VERSION, Variant
+from deploy.variants import IMAGE_REPOSITORY, RAY_VERSION, Variant
 
 NAME = "resfam-serve"
 APP_LABEL = {"app.kubernetes.io/name": NAME}
@@ -32,10 +32,10 @@ def to_yaml(documents: list[dict[str, Any]]) -> str:
     return yaml.dump_all(documents, Dumper=ManifestDumper, sort_keys=False, width=120)
 
 
-def _ray_container(name: str, variant: Variant, resources: dict[str, str], ports: list[dict]) -> dict[str, Any]:
+def _ray_container(name: str, image: str, resources: dict[str, str], ports: list[dict]) -> dict[str, Any]:
     return {
         "name": name,
-        "image": variant.image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": ports,
         "resources": {"requests": dict(resources), "limits": dict(resources)},
@@ -58,7 +58,7 @@ def _pod_template(container: dict[str, Any], variant: Variant, gpu_node: bool) -
     return {"metadata": {"labels": dict(APP_LABEL)}, "spec": spec}
 
 
-def head_group(variant: Variant) -> dict[str, Any]:
+def head_group(variant: Variant, image: str) -> dict[str, Any]:
     """The head runs the Serve controller, a proxy and the ingress; no GPU, no classifier replicas."""
     ports = [
         {"name": "gcs", "containerPort": 6379},
@@ -67,7 +67,7 @@ def head_group(variant: Variant) -> dict[str, Any]:
         {"name": "serve", "containerPort": SERVE_PORT},
         {"name": "metrics", "containerPort": METRICS_PORT},
     ]
-    container = _ray_container("ray-head", variant, HEAD_RESOURCES, ports)
+    container = _ray_container("ray-head", image, HEAD_RESOURCES, ports)
     return {
         # num-cpus 0: replicas that need a CPU go to workers; the 0-CPU ingress and metrics hub may stay.
         "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "metrics-export-port": str(METRICS_PORT)},
@@ -75,9 +75,9 @@ def head_group(variant: Variant) -> dict[str, Any]:
     }
 
 
-def worker_group(variant: Variant) -> dict[str, Any]:
+def worker_group(variant: Variant, image: str) -> dict[str, Any]:
     ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
-    container = _ray_container("ray-worker", variant, variant.worker_resources, ports)
+    container = _ray_container("ray-worker", image, variant.worker_resources, ports)
     return {
         "groupName": f"{variant.name}-workers",
         "replicas": 1,
@@ -88,7 +88,8 @@ def worker_group(variant: Variant) -> dict[str, Any]:
     }
 
 
-def ray_service(variant: Variant, serve_config_yaml: str) -> dict[str, Any]:
+def ray_service(variant: Variant, serve_config_yaml: str, image_repository: str = IMAGE_REPOSITORY) -> dict[str, Any]:
+    image = variant.image(image_repository)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -102,8 +103,8 @@ def ray_service(variant: Variant, serve_config_yaml: str) -> dict[str, Any]:
                 # Serve autoscaling asks for replicas; the in-tree autoscaler adds worker pods to host them.
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
-                "headGroupSpec": head_group(variant),
-                "workerGroupSpecs": [worker_group(variant)],
+                "headGroupSpec": head_group(variant, image),
+                "workerGroupSpecs": [worker_group(variant, image)],
             },
         },
     }

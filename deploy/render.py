@@ -9,7 +9,7 @@ from serve.config import load_config
 
 from deploy import dashboard, manifests
 from deploy.serve_config import IMAGE_APP_DIR, serve_config
-from deploy.variants import VARIANTS
+from deploy.variants import IMAGE_REPOSITORY, VARIANTS
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
 DEFAULT_CONFIG = PROJECT_ROOT / "serve" / "config.yaml"
@@ -29,7 +29,7 @@ def project_relative(config_path: Path) -> str:
                          "the image only carries files from the project tree") from None
 
 
-def render(config_path: Path = DEFAULT_CONFIG) -> dict[str, str]:
+def render(config_path: Path = DEFAULT_CONFIG, image_repository: str = IMAGE_REPOSITORY) -> dict[str, str]:
     """File path relative to deploy/ -> its full text."""
     config_rel = project_relative(config_path)
     config = load_config(config_path)
@@ -38,7 +38,7 @@ def render(config_path: Path = DEFAULT_CONFIG) -> dict[str, str]:
         serve_yaml = yaml.safe_dump(serve_config(config, f"{IMAGE_APP_DIR}/{config_rel}", variant), sort_keys=False)
         head = _header(config_rel)
         files[f"k8s/{variant.name}/rayservice.yaml"] = head + manifests.to_yaml(
-            [manifests.ray_service(variant, serve_yaml)])
+            [manifests.ray_service(variant, serve_yaml, image_repository)])
         files[f"k8s/{variant.name}/service.yaml"] = head + manifests.to_yaml([manifests.serve_service()])
         files[f"k8s/{variant.name}/podmonitors.yaml"] = head + manifests.to_yaml(manifests.pod_monitors())
     files["grafana/resfam-serve.json"] = json.dumps(dashboard.dashboard(), indent=2) + "\n"

@@ -23,9 +23,8 @@ class Variant:
     tolerations: list[dict] = field(default_factory=list)
     node_selector: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def image(self) -> str:
-        return f"{IMAGE_REPOSITORY}:{IMAGE_TAG}-{self.name}"
+    def image(self, repository: str = IMAGE_REPOSITORY) -> str:
+        return f"{repository}:{IMAGE_TAG}-{self.name}"
 
     @property
     def gpus_per_worker(self) -> int:

@@ -22,7 +22,7 @@ def test_base_images_are_the_official_ray_images_of_the_installed_version():
     assert "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG} AS base-cpu" in bases
     assert "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu AS base-gpu" in bases
     assert bases[-1] == "base-${VARIANT}"
-    assert {v.image.rsplit("-", 1)[1] for v in VARIANTS.values()} == {"cpu", "gpu"}
+    assert {v.image().rsplit("-", 1)[1] for v in VARIANTS.values()} == {"cpu", "gpu"}
 
 
 def test_final_stage_is_non_root_and_installs_only_the_serving_extra():
