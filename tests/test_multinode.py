@@ -13,11 +13,22 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+import ray
+import yaml
+from ray import serve as ray_serve
+from ray._private.authentication_test_utils import reset_auth_token_state
+from ray._private.state import actors
+
+from deploy.serve_config import serve_config
+from deploy.variants import VARIANTS
+from serve.app import classifier_deployment_name
+from serve.config import parse_config
 
 from tests.conftest import free_port
 from tests.images import photo_bytes
@@ -140,37 +151,53 @@ def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5, explai
 
 
 def serve_status() -> str:
-    from ray import serve as ray_serve
     return str(ray_serve.status())
 
 
 def replica_nodes() -> list[str]:
     """Node ids of the classifier's live replica actors (from the GCS: this cluster runs no dashboard)."""
-    from ray._private.state import actors
-
-    from serve.app import classifier_deployment_name
     name = f"ServeReplica:resfam:{classifier_deployment_name(MODEL, '1')}"
     return [a["Address"]["NodeID"] for a in actors().values()
             if a["ActorClassName"] == name and a["State"] == "ALIVE"]
 
 
 def running_replicas() -> int:
-    from ray import serve as ray_serve
     app = ray_serve.status().applications.get("resfam")
     if app is None:
         return 0
     return sum(d.replica_states.get("RUNNING", 0) for name, d in app.deployments.items() if name.startswith("classifier-"))
 
 
-@pytest.fixture
-def cluster(monkeypatch):
-    temp_dir = Path(tempfile.mkdtemp(prefix="rfmn", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    # Ray's token authentication, as in production, with a token of this test's own (not ~/.ray's).
-    token = temp_dir / "auth_token"
+@contextmanager
+def own_token_auth(token: Path):
+    """Ray's token authentication, as in production, with a token of this test's own (not ~/.ray's).
+
+    Ray caches the auth mode when it is imported, so the cache is refreshed on the way in and out.
+    """
     token.write_text(secrets.token_hex(32))
-    for name, value in {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                        "RAY_USAGE_STATS_ENABLED": "0"}.items():
-        monkeypatch.setenv(name, value)
+    settings = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    reset_auth_token_state()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_auth_token_state()
+
+
+@pytest.fixture
+def cluster():
+    temp_dir = Path(tempfile.mkdtemp(prefix="rfmn", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    with own_token_auth(temp_dir / "auth_token"):
+        yield from start_cluster(temp_dir)
+
+
+def start_cluster(temp_dir: Path):
     gcs_port, client_port = distinct_ports(2)
     head = RayNode(temp_dir / "h", ["--head", f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
                               "--include-dashboard=false", "--num-cpus=2", '--resources={"head": 1}'],
@@ -178,7 +205,6 @@ def cluster(monkeypatch):
     second = None
     try:
         address = f"127.0.0.1:{gcs_port}"
-        import ray
         wait_for(lambda: subprocess.run([RAY, "status", f"--address={address}"], capture_output=True).returncode == 0,
                  120, "the head node")
         second = RayNode(temp_dir / "w", [f"--address={address}", "--num-cpus=1", '--resources={"node2": 1}'],
@@ -187,8 +213,6 @@ def cluster(monkeypatch):
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, "the second node to join")
         yield {"head": head, "second": second, "address": address, "workdir": temp_dir}
     finally:
-        from ray import serve as ray_serve
-        import ray
         if ray.is_initialized():
             try:
                 ray_serve.shutdown()
@@ -200,13 +224,8 @@ def cluster(monkeypatch):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def deploy(address: str, http_port: int, workdir: Path) -> None:
+def deploy_rendered_config(address: str, http_port: int, workdir: Path) -> None:
     """Deploy as KubeRay does: the serve config rendered by deploy/ (cpu variant), applied by Ray Serve."""
-    import yaml
-
-    from deploy.serve_config import serve_config
-    from deploy.variants import VARIANTS
-    from serve.config import parse_config
     app_config = {
         "model_repository": str(ROOT / "models"),
         "default_model": MODEL,
@@ -224,11 +243,10 @@ def deploy(address: str, http_port: int, workdir: Path) -> None:
 
 
 def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
-    import ray
     node_ids = {("node2" if "node2" in n["Resources"] else "head"): n["NodeID"] for n in ray.nodes() if n["Alive"]}
     http_port = free_port()
-    deploy(cluster["address"], http_port, cluster["workdir"])
-    placement = wait_for(lambda: (lambda nodes: nodes if len(nodes) == REPLICAS else None)(replica_nodes()),
+    deploy_rendered_config(cluster["address"], http_port, cluster["workdir"])
+    placement = wait_for(lambda: nodes if len(nodes := replica_nodes()) == REPLICAS else None,
                          180, f"{REPLICAS} live replicas", explain=serve_status)
     assert node_ids["node2"] in placement and node_ids["head"] in placement, f"replicas not spread: {placement}"
 
@@ -241,8 +259,8 @@ def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
     wait_for(lambda: not any(n["Alive"] for n in ray.nodes() if n["NodeID"] == node_ids["node2"]),
              60, "Ray to mark the second node dead")
     node_dead_s = time.monotonic() - killed_at
-    wait_for(lambda: (lambda nodes: len(nodes) == REPLICAS and set(nodes) == {node_ids["head"]})(replica_nodes())
-             and running_replicas() == REPLICAS, 180, "replicas rescheduled onto the head", explain=serve_status)
+    wait_for(lambda: replica_nodes() == [node_ids["head"]] * REPLICAS and running_replicas() == REPLICAS,
+             180, "replicas rescheduled onto the head", explain=serve_status)
     rescheduled_s = time.monotonic() - killed_at
     time.sleep(10)
     traffic.stop.set()
