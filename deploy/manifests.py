@@ -7,7 +7,8 @@ from deploy.serve_config import SERVE_PORT
 from deploy.variants import IMAGE_REPOSITORY, RAY_VERSION, Variant
 
 NAME = "resfam-serve"
-APP_LABEL = {"app.kubernetes.io/name": NAME}
+# Not app.kubernetes.io/name: KubeRay sets that one to "kuberay" on its pods.
+APP_LABEL = {"app.kubernetes.io/part-of": NAME}
 METRICS_PORT = 8080      # Ray's --metrics-export-port on every node
 RAY_UID = 1000           # the `ray` user of the official images
 HEAD_RESOURCES = {"cpu": "2", "memory": "8Gi"}

@@ -86,6 +86,16 @@ def test_a_typo_in_the_rayservice_fails_validation(mutate):
     assert k8s_schemas.errors(document), "the tightened schema accepted a broken RayService"
 
 
+def test_the_crd_schema_as_shipped_would_miss_the_typo():
+    """Why the schemas are tightened: the API server would prune the unknown field and run without it."""
+    import jsonschema
+    crd = yaml.safe_load((k8s_schemas.shared_dir() / "schemas" / k8s_schemas.CRD_FILES["ray.io/v1", "RayService"]).read_text())
+    as_shipped = jsonschema.Draft7Validator(next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"])
+    document = copy.deepcopy(ray_service("gpu"))
+    _worker(document)["replica"] = 2
+    assert list(as_shipped.iter_errors(document)) == [] and k8s_schemas.errors(document)
+
+
 def test_typos_in_service_and_podmonitor_fail_validation():
     service = documents(DEPLOY_DIR / "k8s" / "gpu" / "service.yaml")[0]
     service["spec"]["ports"][0]["prot"] = 8000
