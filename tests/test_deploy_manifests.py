@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -88,9 +89,10 @@ def test_a_typo_in_the_rayservice_fails_validation(mutate):
 
 def test_the_crd_schema_as_shipped_would_miss_the_typo():
     """Why the schemas are tightened: the API server would prune the unknown field and run without it."""
-    import jsonschema
-    crd = yaml.safe_load((k8s_schemas.shared_dir() / "schemas" / k8s_schemas.CRD_FILES["ray.io/v1", "RayService"]).read_text())
-    as_shipped = jsonschema.Draft7Validator(next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"])
+    crd_file = k8s_schemas.shared_dir() / "schemas" / k8s_schemas.CRD_FILES["ray.io/v1", "RayService"]
+    crd = yaml.safe_load(crd_file.read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    as_shipped = jsonschema.Draft7Validator(schema)
     document = copy.deepcopy(ray_service("gpu"))
     _worker(document)["replica"] = 2
     assert list(as_shipped.iter_errors(document)) == [] and k8s_schemas.errors(document)
@@ -182,7 +184,8 @@ def test_cpu_variant_asks_for_no_gpu_anywhere():
 def test_service_and_monitors_reach_the_named_ports(variant):
     cluster = ray_service(variant)["spec"]["rayClusterConfig"]
     assert cluster["rayVersion"] == RAY_VERSION
-    head_ports = {p["name"]: p["containerPort"] for p in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    head_container = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head_ports = {p["name"]: p["containerPort"] for p in head_container["ports"]}
     service = documents(DEPLOY_DIR / "k8s" / variant / "service.yaml")[0]
     assert service["spec"]["ports"][0]["port"] == head_ports[service["spec"]["ports"][0]["targetPort"]] == 8000
     scraped = {ep["port"] for m in documents(DEPLOY_DIR / "k8s" / variant / "podmonitors.yaml")

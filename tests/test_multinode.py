@@ -165,7 +165,8 @@ def running_replicas() -> int:
     app = ray_serve.status().applications.get("resfam")
     if app is None:
         return 0
-    return sum(d.replica_states.get("RUNNING", 0) for name, d in app.deployments.items() if name.startswith("classifier-"))
+    return sum(status.replica_states.get("RUNNING", 0)
+               for name, status in app.deployments.items() if name.startswith("classifier-"))
 
 
 @contextmanager
