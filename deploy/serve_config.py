@@ -6,9 +6,8 @@ autoscaling on ongoing requests), so a config edit and a re-render are all a rol
 from pathlib import Path
 from typing import Any
 
-from serve.app import PROJECT_ROOT, classifier_deployment_name, classifier_options
+from serve.app import PROJECT_ROOT, classifier_deployments, classifier_options
 from serve.config import Autoscaling, ModelDeployment, ServerConfig
-from serve.repository import load_artifact
 
 from deploy.variants import Variant
 
@@ -30,12 +29,8 @@ def cluster_spec(spec: ModelDeployment, variant: Variant) -> ModelDeployment:
 
 
 def deployment_overrides(config: ServerConfig, variant: Variant, repository: Path) -> list[dict[str, Any]]:
-    overrides = []
-    for spec in config.models:
-        artifact = load_artifact(repository, spec.name, spec.version)
-        options = classifier_options(cluster_spec(spec, variant))
-        overrides.append({"name": classifier_deployment_name(artifact.name, artifact.version), **options})
-    return overrides
+    return [{"name": name, **classifier_options(cluster_spec(spec, variant))}
+            for name, _, spec in classifier_deployments(config, repository)]
 
 
 def serve_config(config: ServerConfig, config_arg: str, variant: Variant,

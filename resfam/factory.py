@@ -52,6 +52,10 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor]) -> 
     model.load_state_dict(state, strict=True)
 
 
+# The weights whose accuracy and preprocessing the registry records (DEFAULT is the V2 recipe for some).
+TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
+
+
 def _upstream_state_dict(name: str, source: str) -> dict[str, torch.Tensor]:
     """Downloads only because the user asked for upstream weights by name."""
     upstream = get_entry(name).upstream.get(source)
@@ -60,7 +64,7 @@ def _upstream_state_dict(name: str, source: str) -> dict[str, torch.Tensor]:
     if source == "torchvision":
         import torchvision
 
-        return torchvision.models.get_model(upstream, weights="DEFAULT").state_dict()
+        return torchvision.models.get_model(upstream, weights=TORCHVISION_WEIGHTS).state_dict()
     import timm
 
     return timm.create_model(upstream, pretrained=True).state_dict()

@@ -15,6 +15,7 @@ from pathlib import Path
 from serve.config import ConfigError, ServerConfig, load_config
 
 APP_NAME = "resfam"
+DRAIN_TIMEOUT_S = 30.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a bad new config must not take down the running one
             print(f"error: reload failed, still serving the previous config: {exc}", file=sys.stderr, flush=True)
     print("draining in-flight requests and shutting down", flush=True)
+    drained = ray_serve.get_app_handle(APP_NAME).drain.remote(DRAIN_TIMEOUT_S).result()
+    print(f"drained: {drained}", flush=True)
     ray_serve.shutdown()
     ray.shutdown()
     return 0

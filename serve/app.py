@@ -1,4 +1,5 @@
 """Build the Ray Serve application from the config: typed builder arguments, composed handles."""
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,7 @@ from ray.serve import Application
 from serve.config import ModelDeployment, ServerConfig, load_config
 from serve.deployments import Classifier, MetricsHub
 from serve.ingress import Ingress
-from serve.repository import load_artifact
+from serve.repository import ModelArtifact, load_artifact
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,20 +44,35 @@ def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
     return options
 
 
-def classifier_deployment_name(name: str, version: str) -> str:
-    """Stable per model version: a cluster's serve config overrides deployments by this name."""
-    return f"classifier-{name}-{version}"
+def deployment_name(artifact: ModelArtifact, versions_served: int) -> str:
+    """One version of a model keeps the version out of the name, so that a new version is a rolling
+    update of the same deployment: callers' handles stay valid and no request meets a deleted one."""
+    if versions_served == 1:
+        return f"classifier-{artifact.name}"
+    return f"classifier-{artifact.name}-{artifact.version}"
+
+
+def classifier_deployments(
+    config: ServerConfig, repository: Path
+) -> list[tuple[str, ModelArtifact, ModelDeployment]]:
+    """(deployment name, artifact, spec) per served model version; a cluster's serve config
+    (deploy/) overrides deployments by these names."""
+    served = Counter(spec.name for spec in config.models)
+    found = []
+    for spec in config.models:
+        artifact = load_artifact(repository, spec.name, spec.version)
+        found.append((deployment_name(artifact, served[spec.name]), artifact, spec))
+    return found
 
 
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = MetricsHub.options(ray_actor_options={"num_cpus": 0}).bind()
     classifiers = {}
-    for spec in config.models:
-        artifact = load_artifact(repository, spec.name, spec.version)
+    for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
-        deployment = Classifier.options(name=classifier_deployment_name(artifact.name, artifact.version), **classifier_options(spec))
-        classifiers[artifact.key] = deployment.bind(pinned, str(repository), hub)
+        classifiers[artifact.key] = Classifier.options(name=name, **classifier_options(spec)).bind(
+            pinned, str(repository), hub)
     return Ingress.bind(config, str(repository), classifiers, hub)
 
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.config import ServerConfig
 from serve import oip
+from serve.drain import DrainGate
 from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge
 from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
@@ -55,6 +56,22 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return error_response(BadParameter(f"invalid request: {exc.errors()}"))
 
 
+# Paths that keep answering while draining: probes and scrapes must see the shutdown, not a refusal.
+ALWAYS_OPEN = ("/v2/health/", "/metrics")
+
+
+@app.middleware("http")
+async def _drain_gate(request: Request, call_next):
+    gate: DrainGate = request.app.state.drain
+    if gate.closed and not request.url.path.startswith(ALWAYS_OPEN):
+        return error_response(Overloaded("the server is shutting down; retry on another instance"))
+    gate.enter()
+    try:
+        return await call_next(request)
+    finally:
+        gate.exit()
+
+
 def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
     return preprocess(decode_image(data, max_pixels), spec)
 
@@ -76,6 +93,11 @@ class Ingress:
         self.hub = hub
         self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess")
+        self.drain_gate = app.state.drain = DrainGate()
+
+    async def drain(self, timeout_s: float) -> dict:
+        """Called by `python -m serve` before it stops Ray Serve."""
+        return await self.drain_gate.close(timeout_s)
 
     def resolve(self, model: str | None) -> ModelArtifact:
         """`name` means its newest loaded version; `name/version` an exact one."""
@@ -174,8 +196,10 @@ class Ingress:
         return {"live": True}
 
     @app.get("/v2/health/ready")
-    async def ready(self) -> dict:
-        return {"ready": True}
+    async def ready(self) -> Response:
+        if self.drain_gate.closed:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True})
 
     def _oip_artifact(self, name: str, version: str | None) -> ModelArtifact:
         return self.resolve(f"{name}/{version}" if version else name)

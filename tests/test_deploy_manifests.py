@@ -9,15 +9,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve import Application
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
 from deploy.render import DEPLOY_DIR, render, stale_files
 from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
-from serve.app import classifier_deployment_name
-from serve.config import load_config
-from serve.repository import load_artifact
 from tests import k8s_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,23 +139,25 @@ def test_serve_config_v2_typos_are_caught():
         ServeDeploySchema.model_validate(broken)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_overrides_name_exactly_the_deployments_the_app_builds(variant):
-    config = load_config(ROOT / "serve" / "config.yaml")
-    repository = config.repository_path(ROOT)
-    built = {classifier_deployment_name(a.name, a.version)
-             for a in (load_artifact(repository, m.name, m.version) for m in config.models)}
-    overridden = {d["name"] for d in serve_config_v2(variant)["applications"][0]["deployments"]}
-    assert overridden == built
-
-
-def test_rendered_args_reach_app_builder_as_ray_serve_passes_them():
-    """Ray Serve hands the builder a plain dict unless the annotation is a pydantic class (the KubeRay path)."""
-    app = serve_config_v2("cpu")["applications"][0]
+def built_by_ray_serve(app: dict) -> Application:
+    """The application as Ray Serve builds it from a serve config entry (the path KubeRay takes)."""
     module, function = app["import_path"].split(":")
     builder = getattr(__import__(module, fromlist=[function]), function)
     args = {**app["args"], "config": app["args"]["config"].replace(IMAGE_APP_DIR, str(ROOT))}
-    assert isinstance(call_user_app_builder_with_args_if_necessary(builder, args), Application)
+    return call_user_app_builder_with_args_if_necessary(builder, args)
+
+
+def test_rendered_args_reach_app_builder_as_ray_serve_passes_them():
+    """Ray Serve hands the builder a plain dict unless the annotation is a pydantic class."""
+    assert isinstance(built_by_ray_serve(serve_config_v2("cpu")["applications"][0]), Application)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_overrides_name_exactly_the_classifiers_the_app_builds(variant):
+    app = serve_config_v2(variant)["applications"][0]
+    built = build_serve_app(built_by_ray_serve(app), name=app["name"])
+    classifiers = {d.name for d in built.deployments if d.name.startswith("classifier-")}
+    assert {d["name"] for d in app["deployments"]} == classifiers and classifiers
 
 
 def test_gpu_variant_puts_gpus_on_workers_only():

@@ -56,6 +56,20 @@ def test_mismatch_raises_and_leaves_no_file(model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class _NanHead(torch.nn.Module):
+    """Finite input, NaN output (log of a negative number) in PyTorch and in ONNX Runtime alike."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x.flatten(1)[:, :3] * 0 - 1)
+
+
+def test_nan_output_fails_the_check(tmp_path):
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportMismatch, match="nan"):
+        to_onnx(_NanHead(), path, input_size=(1, 4, 4))
+    assert not path.exists()
+
+
 def test_wrong_input_size_fails_without_a_file(model, tmp_path):
     with pytest.raises(RuntimeError):
         to_onnx(model, tmp_path / "m.onnx", input_size=(3, 32, 32))

@@ -6,8 +6,11 @@ import pickle
 
 import pytest
 import torch
+import torchvision
 
-from resfam import CheckpointMismatch, create_model
+from resfam import CheckpointMismatch, create_model, list_models
+from resfam.factory import TORCHVISION_WEIGHTS
+from resfam.registry import get_entry
 
 
 def same_logits(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -45,3 +48,18 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"state_dict": create_model("resnet20").state_dict(), "extra": Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         create_model("resnet20", pretrained=path)
+
+
+TORCHVISION_UPSTREAM = [e for e in (get_entry(n) for n in list_models()) if "torchvision" in e.upstream]
+
+
+@pytest.mark.parametrize("entry", TORCHVISION_UPSTREAM, ids=lambda e: e.name)
+def test_torchvision_weights_match_the_recorded_accuracy_and_preprocessing(entry):
+    """The metadata torchvision ships with the weights we would load (no download: the enum is local)."""
+    weights = torchvision.models.get_model_weights(entry.upstream["torchvision"])[TORCHVISION_WEIGHTS]
+    assert weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] == pytest.approx(entry.reference_top1, abs=1e-3)
+    transforms, config = weights.transforms(), entry.data_config
+    assert list(transforms.crop_size) == [config.crop] and list(transforms.resize_size) == [config.resize]
+    assert list(transforms.mean) == pytest.approx(list(config.mean), abs=1e-3)
+    assert transforms.interpolation.value == config.interpolation
+    assert weights.meta["num_params"] == sum(p.numel() for p in create_model(entry.name).parameters())

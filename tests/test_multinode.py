@@ -27,7 +27,7 @@ from ray._private.state import actors
 
 from deploy.serve_config import serve_config
 from deploy.variants import VARIANTS
-from serve.app import classifier_deployment_name
+from serve.app import classifier_deployments
 from serve.config import parse_config
 
 from tests.conftest import free_port
@@ -41,6 +41,11 @@ MODEL = "seresnet20_digits"
 REPLICAS = 3
 REPLICA_CPUS = 0.5
 CONCURRENCY = 4
+APP_CONFIG = {
+    "model_repository": str(ROOT / "models"),
+    "default_model": MODEL,
+    "models": [{"name": MODEL, "replicas": REPLICAS, "num_cpus": REPLICA_CPUS, "max_batch_size": 8}],
+}
 # Faster node-death detection than the production defaults (3 s x 5), so the test runs in seconds.
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
                       "RAY_health_check_failure_threshold": "3"}
@@ -156,7 +161,8 @@ def serve_status() -> str:
 
 def replica_nodes() -> list[str]:
     """Node ids of the classifier's live replica actors (from the GCS: this cluster runs no dashboard)."""
-    name = f"ServeReplica:resfam:{classifier_deployment_name(MODEL, '1')}"
+    (deployment, _, _), = classifier_deployments(parse_config(APP_CONFIG), ROOT / "models")
+    name = f"ServeReplica:resfam:{deployment}"
     return [a["Address"]["NodeID"] for a in actors().values()
             if a["ActorClassName"] == name and a["State"] == "ALIVE"]
 
@@ -227,13 +233,8 @@ def start_cluster(temp_dir: Path):
 
 def deploy_rendered_config(address: str, http_port: int, workdir: Path) -> None:
     """Deploy as KubeRay does: the serve config rendered by deploy/ (cpu variant), applied by Ray Serve."""
-    app_config = {
-        "model_repository": str(ROOT / "models"),
-        "default_model": MODEL,
-        "models": [{"name": MODEL, "replicas": REPLICAS, "num_cpus": REPLICA_CPUS, "max_batch_size": 8}],
-    }
-    (workdir / "app.yaml").write_text(yaml.safe_dump(app_config))
-    rendered = serve_config(parse_config(app_config), str(workdir / "app.yaml"), VARIANTS["cpu"], ROOT)
+    (workdir / "app.yaml").write_text(yaml.safe_dump(APP_CONFIG))
+    rendered = serve_config(parse_config(APP_CONFIG), str(workdir / "app.yaml"), VARIANTS["cpu"], ROOT)
     # Loopback only: one proxy on the head (both "nodes" share this machine's address and could not
     # both bind the port) and a free port instead of 8000. The application part is as rendered.
     rendered.update(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})

@@ -1,10 +1,11 @@
 """ResNeXt (Xie et al. 2017): ResNet bottlenecks whose 3x3 is a grouped conv of `cardinality` groups."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from resfam.models.resnet import ResNet, build_resnet
-from resfam.registry import CIFAR, register_model
+from resfam.registry import CIFAR, IMAGENET, register_model
 
 # CIFAR ResNeXt-29 (paper sec. 5.2): 3x3 stem of 64, three stages of 3 bottlenecks, projection shortcuts.
 CIFAR_RESNEXT = dict(stem="cifar", stem_width=64, planes=(64, 128, 256), num_classes=10)
@@ -20,7 +21,9 @@ def resnext101_32x8d(**kwargs: Any) -> ResNet:
     return build_resnet("bottleneck", (3, 4, 23, 3), kwargs, cardinality=32, base_width=8)
 
 
-@register_model("resnext", upstream={"torchvision": "resnext101_64x4d"}, reference_top1=83.246)
+# torchvision's only weights for it come from the newer recipe, evaluated after a resize to 232.
+@register_model("resnext", upstream={"torchvision": "resnext101_64x4d"}, reference_top1=83.246,
+                data_config=replace(IMAGENET, resize=232))
 def resnext101_64x4d(**kwargs: Any) -> ResNet:
     return build_resnet("bottleneck", (3, 4, 23, 3), kwargs, cardinality=64, base_width=4)
 

@@ -1,0 +1,158 @@
+"""Model lifecycle under load: a config rollout drops nothing, a full queue answers 503 with Retry-After,
+and shutdown drains the requests already in flight. One server for the module; the drain test stops it."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from resfam.data import digits
+from tests.conftest import ROOT, LiveServer, default_config, free_port
+from tests.images import encode
+
+MODEL = "seresnet20_digits"
+
+
+def _repository_with_two_versions(path: Path) -> Path:
+    """Version 2 is version 1's file under a new number: what matters here is the rollout, not the weights."""
+    for version in ("1", "2"):
+        target = path / MODEL / version
+        shutil.copytree(ROOT / "models" / MODEL / "1", target)
+        card = json.loads((target / "model.json").read_text())
+        (target / "model.json").write_text(json.dumps({**card, "version": version}))
+    return path
+
+
+def _config(port: int, repository: Path, version: str, max_batch_size: int, max_queued: int = 64) -> dict:
+    config = default_config(port)
+    spec = next(m for m in config["models"] if m["name"] == MODEL)
+    # Two replicas: Ray Serve's rolling update stops an old replica before it starts its successor, so
+    # one replica alone would leave a gap. A quarter CPU each fits old and new beside the ingress.
+    spec.update(version=version, replicas=2, num_cpus=0.25, max_batch_size=max_batch_size,
+                max_queued_requests=max_queued)
+    config.update(model_repository=str(repository), models=[spec], default_model=MODEL)
+    config["limits"]["max_images_per_request"] = 16
+    return config
+
+
+def _start(workdir: Path, max_queued: int) -> LiveServer:
+    repository = _repository_with_two_versions(workdir / "models")
+    server = LiveServer(_config(free_port(), repository, "1", 4, max_queued), workdir)
+    server.repository = repository
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory) -> LiveServer:
+    server = _start(tmp_path_factory.mktemp("lifecycle"), max_queued=64)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tight(tmp_path_factory) -> LiveServer:
+    """Two queued requests at most beyond the replicas' 2 x 8 ongoing ones."""
+    server = _start(tmp_path_factory.mktemp("tight"), max_queued=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pngs() -> list[bytes]:
+    return [encode(image, "PNG") for image, _ in list(digits("test"))[:16]]
+
+
+class Load:
+    """Steady traffic from a few threads until stopped; every answer's status and model version kept."""
+
+    def __init__(self, url: str, body: bytes, workers: int = 3) -> None:
+        self.url, self.body, self.stop = url, body, threading.Event()
+        self.answers: list[tuple[int, str | None]] = []
+        self.threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self.stop.is_set():
+                r = client.post("/classify", content=self.body, headers={"Content-Type": "image/png"})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                self.answers.append((r.status_code, version if r.status_code == 200 else r.text))
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def _wait_for_version(url: str, version: str, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        versions = [m["version"] for m in httpx.get(f"{url}/models", timeout=60).json()["models"]]
+        if versions == [version]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"version {version} not rolled out in {timeout_s}s")
+
+
+def test_rollout_of_a_new_version_and_batching_drops_no_request(live, pngs):
+    with Load(live.url, pngs[0]) as load:
+        time.sleep(3)
+        live.config_path.write_text(yaml.safe_dump(_config(live.port, live.repository, "2", 8)))
+        live.process.send_signal(signal.SIGHUP)
+        _wait_for_version(live.url, "2")
+        time.sleep(3)
+    failures = [a for a in load.answers if a[0] != 200]
+    assert not failures, failures[:5]
+    served = [version for _, version in load.answers]
+    assert served[0] == "1" and served[-1] == "2" and len(served) > 50
+    assert sorted(set(served)) == ["1", "2"]
+
+
+def test_full_queue_answers_503_with_retry_after_and_recovers(tight, pngs):
+    """16-image requests from 48 clients against 2 x 8 ongoing + 2 queued: the rest are refused, not queued."""
+    live = tight
+    files = [("file", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(f"{live.url}/classify", files=files, timeout=120)
+
+    with ThreadPoolExecutor(48) as pool:
+        answers = list(pool.map(post, range(96)))
+    statuses = sorted({r.status_code for r in answers})
+    refused = [r for r in answers if r.status_code == 503]
+    assert set(statuses) <= {200, 503} and refused and len(refused) < len(answers), statuses
+    assert all(r.headers["Retry-After"] == "1" and r.json()["error"]["code"] == "overloaded" for r in refused)
+    assert httpx.post(f"{live.url}/classify", files=files, timeout=60).status_code == 200
+
+
+def test_shutdown_drains_requests_in_flight(live, pngs):
+    files = [("file", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
+    sent = threading.Barrier(9)
+
+    def post(_: int) -> int:
+        with httpx.Client(timeout=120) as client:
+            client.get(f"{live.url}/v2/health/live")  # connection open before the signal
+            sent.wait()
+            return client.post(f"{live.url}/classify", files=files).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(post, i) for i in range(8)]
+        sent.wait()
+        time.sleep(0.05)
+        live.process.send_signal(signal.SIGINT)
+        statuses = [f.result() for f in futures]
+    assert statuses == [200] * 8
+    assert live.process.wait(timeout=90) == 0
