@@ -1,68 +1,27 @@
 """Real Prometheus (Debian's package) scrapes the live app with deploy/'s scrape config; PromQL answers."""
 import math
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from deploy.dashboard import RATE, latency_quantile, queries
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
 from tests.images import photo_bytes
+from tests.prometheus_process import MISSING, prometheus_binary, query, running_prometheus, scrape_config
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 WINDOW = "1m"
-
-
-def scrape_config_for(app_port: int) -> dict:
-    """deploy/'s scrape config, pointed at the live server and scraping every second."""
-    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
-    config["global"]["scrape_interval"] = "1s"
-    app_job = next(job for job in config["scrape_configs"] if job["job_name"] == "resfam-app")
-    app_job["static_configs"] = [{"targets": [f"127.0.0.1:{app_port}"]}]
-    # The live server's Ray metrics port is Ray's choice (and 8080 here may be another user's), so only the app.
-    config["scrape_configs"] = [app_job]
-    return config
 
 
 @pytest.fixture(scope="module")
 def prometheus(server: LiveServer, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
-    workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config_for(server.port)))
-    url = f"http://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address={url.removeprefix('http://')}", "--log.level=warn"],
-        stdout=(workdir / "log").open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"prometheus not ready:\n{(workdir / 'log').read_text()[-2000:]}")
+    if prometheus_binary() is None:
+        pytest.skip(MISSING)
+    config = scrape_config(f"127.0.0.1:{server.port}", ray_targets=[])
+    with running_prometheus(config, tmp_path_factory.mktemp("prometheus")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def query(prometheus: str, promql: str) -> list[dict]:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10).json()
-    assert answer["status"] == "success", f"{promql}: {answer}"
-    return answer["data"]["result"]
 
 
 def models_served(client: httpx.Client) -> list[str]:

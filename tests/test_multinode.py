@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from serve.config import parse_config
 
 from tests.conftest import free_port
 from tests.images import photo_bytes
+from tests.prometheus_process import MISSING, prometheus_binary, query, running_prometheus, scrape_config
+from deploy.dashboard import RATE, latency_quantile
 
 pytestmark = pytest.mark.slow
 
@@ -76,10 +78,10 @@ class RayNode:
     def __init__(self, temp_dir: Path, args: list[str], log: Path) -> None:
         self.temp_dir = temp_dir  # one per node, so its processes can be told apart by their command line
         temp_dir.mkdir()
-        node_manager, object_manager, metrics, agent, agent_grpc, runtime_env = distinct_ports(6)
+        node_manager, object_manager, self.metrics_port, agent, agent_grpc, runtime_env = distinct_ports(6)
         command = [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={temp_dir}",
                    "--node-ip-address=127.0.0.1", f"--node-manager-port={node_manager}",
-                   f"--object-manager-port={object_manager}", f"--metrics-export-port={metrics}",
+                   f"--object-manager-port={object_manager}", f"--metrics-export-port={self.metrics_port}",
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--runtime-env-agent-port={runtime_env}", *args]
         # PYTHONPATH: replicas import serve.app:app_builder from this checkout (the image pip-installs it).
@@ -252,12 +254,34 @@ def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
                          180, f"{REPLICAS} live replicas", explain=serve_status)
     assert node_ids["node2"] in placement and node_ids["head"] in placement, f"replicas not spread: {placement}"
 
+    head, second = cluster["head"], cluster["second"]
+    targets = {"head": f"127.0.0.1:{head.metrics_port}", "node2": f"127.0.0.1:{second.metrics_port}"}
+    monitoring = (running_prometheus(scrape_config(f"127.0.0.1:{http_port}", list(targets.values())),
+                                     cluster["workdir"] / "prometheus") if prometheus_binary() else nullcontext())
+    with monitoring as prometheus:
+        figures = serve_through_node_loss(http_port, placement, node_ids, second, prometheus, targets)
+    print("\nmulti-node figures: " + json.dumps(figures))
+    if prometheus is None:
+        print(f"Prometheus checks skipped: {MISSING}")
+
+
+def ray_targets_up(prometheus: str) -> dict[str, float]:
+    return {s["metric"]["instance"]: float(s["value"][1]) for s in query(prometheus, 'up{job="ray"}')}
+
+
+def serve_through_node_loss(http_port: int, placement: list[str], node_ids: dict[str, str], second: RayNode,
+                            prometheus: str | None, targets: dict[str, str]) -> dict:
+    """Traffic, then the second node dies; what clients, Ray Serve and Prometheus saw."""
     traffic = Traffic(f"http://127.0.0.1:{http_port}")
+    started = time.monotonic()
     threads = traffic.run()
     time.sleep(10)
+    if prometheus:  # deploy/'s scrape config reaches Ray's metrics on both nodes
+        wait_for(lambda: ray_targets_up(prometheus) == {t: 1.0 for t in targets.values()}, 30,
+                 "Prometheus to scrape Ray's metrics on both nodes", explain=lambda: str(ray_targets_up(prometheus)))
     killed_at = time.monotonic()
     on_second = placement.count(node_ids["node2"])
-    cluster["second"].kill()
+    second.kill()
     wait_for(lambda: not any(n["Alive"] for n in ray.nodes() if n["NodeID"] == node_ids["node2"]),
              60, "Ray to mark the second node dead")
     node_dead_s = time.monotonic() - killed_at
@@ -279,12 +303,18 @@ def test_second_node_dies_traffic_goes_on_and_replicas_reschedule(cluster):
         "node_marked_dead_s": round(node_dead_s, 1), "replicas_back_s": round(rescheduled_s, 1),
         "requests_before": len(before), "requests_during": len(during), "requests_after": len(after),
         "failed": len(failures), "failed_codes": sorted(set(failures)),
-        "throughput_before_rps": round(len(before) / 10, 1),
+        "throughput_before_rps": round(len(before) / (killed_at - started), 1),
         "throughput_after_rps": round(len(after) / (finished - killed_at - rescheduled_s), 1),
         "slowest_before_s": traffic.slowest(0, killed_at), "slowest_after_kill_s": traffic.slowest(killed_at, finished),
     }
-    print("\nmulti-node figures: " + json.dumps(figures))
+    if prometheus:
+        wait_for(lambda: ray_targets_up(prometheus) == {targets["head"]: 1.0, targets["node2"]: 0.0}, 30,
+                 "Prometheus to see the second node down", explain=lambda: str(ray_targets_up(prometheus)))
+        p95 = query(prometheus, latency_quantile(0.95).replace(RATE, "1m"))
+        figures["prometheus_p95_s"] = [round(float(s["value"][1]), 3) for s in p95 if s["metric"].get("model") == MODEL]
+        assert figures["prometheus_p95_s"], f"no p95 for {MODEL} in {p95}"
     assert before and all(s == 200 for s in before), f"failures before the node died: {set(before)}"
     assert len(failures) <= CONCURRENCY, f"more failures than requests in flight when the node died: {figures}"
     assert during, "no request was answered while replicas were being rescheduled"
     assert after and all(s == 200 for s in after), f"failures after recovery: {figures}"
+    return figures
