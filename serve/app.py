@@ -1,6 +1,4 @@
 """Build the Ray Serve application from the config: typed builder arguments, composed handles."""
-from __future__ import annotations
-
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -18,7 +16,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class AppArgs(BaseModel):
-    """Arguments of `serve run serve.app:app_builder config=...` and of a RayService import_path."""
+    """Arguments of `serve run serve.app:app_builder config=...` and of a RayService import_path.
+
+    No `from __future__ import annotations` in this module: Ray Serve turns the args dict into this
+    model only when app_builder's annotation is the class itself, not a string.
+    """
 
     config: str = str(PROJECT_ROOT / "serve" / "config.yaml")
 
@@ -69,15 +71,25 @@ def versioned(deployment: Deployment, *inputs: str) -> Deployment:
     return deployment
 
 
+def classifier_deployments(
+    config: ServerConfig, repository: Path
+) -> list[tuple[str, ModelArtifact, ModelDeployment]]:
+    """(deployment name, artifact, spec) per served model version; a cluster's serve config
+    (deploy/) overrides deployments by these names."""
+    served = Counter(spec.name for spec in config.models)
+    found = []
+    for spec in config.models:
+        artifact = load_artifact(repository, spec.name, spec.version)
+        found.append((deployment_name(artifact, served[spec.name]), artifact, spec))
+    return found
+
+
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
-    served = Counter(spec.name for spec in config.models)
     classifiers = {}
-    for spec in config.models:
-        artifact = load_artifact(repository, spec.name, spec.version)
+    for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
-        name = deployment_name(artifact, served[spec.name])
         deployment = Classifier.options(name=name, **classifier_options(spec))
         inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")))
         classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub)
