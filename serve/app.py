@@ -44,13 +44,14 @@ def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = MetricsHub.options(ray_actor_options={"num_cpus": 0}).bind()
-    classifiers = {}
+    classifiers, preprocess_in = {}, {}
     for spec in config.models:
         artifact = load_artifact(repository, spec.name, spec.version)
         pinned = spec.model_copy(update={"version": artifact.version})
         deployment = Classifier.options(name=f"classifier-{artifact.name}-{artifact.version}", **classifier_options(spec))
         classifiers[artifact.key] = deployment.bind(pinned, str(repository), hub)
-    return Ingress.bind(config, str(repository), classifiers, hub)
+        preprocess_in[artifact.key] = spec.preprocess_in
+    return Ingress.bind(config, str(repository), classifiers, hub, preprocess_in)
 
 
 def app_builder(args: AppArgs) -> Application:

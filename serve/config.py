@@ -38,6 +38,8 @@ class ModelDeployment(_Strict):
     max_queued_requests: int = Field(64, ge=1)
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     precision: Literal["fp32", "fp16"] = "fp32"
+    # Where encoded images are decoded and preprocessed: the ingress's thread pool, or the replica's own thread.
+    preprocess_in: Literal["ingress", "replica"] = "ingress"
 
 
 class Limits(_Strict):

@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from serve.config import ModelDeployment
 from serve.inference import OnnxClassifier, create_session
 from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
+from serve.preprocess import decode_and_preprocess
 from serve.providers import plan_providers, tensorrt_libraries_present
 from serve.repository import load_artifact, verify_checksum
 
@@ -81,6 +82,17 @@ class Classifier:
         self.metrics.batch_size.labels(**self.labels).observe(len(batch))
         bounds = np.cumsum([len(images) for images, _ in items])[:-1]
         return list(np.split(probs, bounds))
+
+    async def classify_encoded(self, images: list[bytes], max_pixels: int) -> np.ndarray:
+        """Decode and preprocess in this replica's worker threads (not the ingress's), then classify."""
+        spec = self.artifact.preprocessing
+        started = time.perf_counter()
+        arrays = await asyncio.gather(*(asyncio.to_thread(decode_and_preprocess, data, spec, max_pixels)
+                                        for data in images))
+        per_image = (time.perf_counter() - started) / len(images)
+        for _ in images:
+            self.metrics.preprocess_duration.labels(**self.labels).observe(per_image)
+        return await self(np.stack(arrays))
 
     def describe(self) -> dict:
         return {**self.artifact.summary(), "providers": self.providers}

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import RayTaskError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.config import ServerConfig
@@ -22,7 +23,7 @@ from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, Payl
 from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.postprocess import parse_k, top_k
-from serve.preprocess import Preprocessing, decode_image, preprocess
+from serve.preprocess import decode_and_preprocess
 from serve.repository import ModelArtifact, load_artifact, version_sort_key
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,15 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return error_response(BadParameter(f"invalid request: {exc.errors()}"))
 
 
-def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
-    return preprocess(decode_image(data, max_pixels), spec)
-
-
 @ray_serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @ray_serve.ingress(app)
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
-                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle) -> None:
+                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle,
+                 preprocess_in: dict[str, str] | None = None) -> None:
         self.config = config
         self.classifiers = classifiers
+        self.preprocess_in = preprocess_in or {}
         self.artifacts: dict[str, ModelArtifact] = {}
         for key in classifiers:
             name, version = key.split("/", 1)
@@ -99,10 +98,25 @@ class Ingress:
         return np.stack(arrays)
 
     async def _infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
+        return await self._call(artifact, self.classifiers[artifact.key].remote(batch))
+
+    async def _classify_encoded(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
+        """Probabilities for encoded images, preprocessed where the model's `preprocess_in` says."""
+        if self.preprocess_in.get(artifact.key) == "replica":
+            handle = self.classifiers[artifact.key]
+            return await self._call(artifact, handle.classify_encoded.remote(images, self.config.limits.max_pixels))
+        return await self._infer(artifact, await self._prepare(images, artifact))
+
+    @staticmethod
+    async def _call(artifact: ModelArtifact, response: DeploymentResponse) -> np.ndarray:
         try:
-            return await self.classifiers[artifact.key].remote(batch)
+            return await response
         except BackPressureError:
             raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+        except RayTaskError as exc:  # a replica's ApiError (a bad image it decoded) is the client's error
+            if isinstance(exc.cause, ApiError):
+                raise exc.cause from None
+            raise
 
     @app.post("/classify")
     async def classify(self, request: Request, k: str | None = None, model: str | None = None) -> Response:
@@ -115,8 +129,7 @@ class Ingress:
             labels.update(model=artifact.name, version=artifact.version)
             top = parse_k(k, len(artifact.labels))
             images = await read_images(request, self.config.limits)
-            batch = await self._prepare(images, artifact)
-            probs = await self._infer(artifact, batch)
+            probs = await self._classify_encoded(images, artifact)
             results = [top_k(p, top, artifact.labels) for p in probs]
             for p in probs:
                 self.metrics.confidence.labels(artifact.name, "").observe(float(p.max()))
@@ -216,11 +229,10 @@ class Ingress:
                 if len(parsed.images) > self.config.limits.max_images_per_request:
                     raise PayloadTooLarge(f"{len(parsed.images)} images; the limit is "
                                           f"{self.config.limits.max_images_per_request}")
-                batch = await self._prepare(parsed.images, artifact)
+                probs = await self._classify_encoded(parsed.images, artifact)
             else:
-                batch = parsed.tensor
-            probs = await self._infer(artifact, batch)
-            self.metrics.images.labels(artifact.name, artifact.version).inc(len(batch))
+                probs = await self._infer(artifact, parsed.tensor)
+            self.metrics.images.labels(artifact.name, artifact.version).inc(len(probs))
             response: Response = JSONResponse(oip.infer_response(artifact, parsed, probs))
         except ApiError as exc:
             response = oip_error(exc)
