@@ -1,0 +1,188 @@
+"""Soak at ~70 % of capacity with the memory of every server process over time, and fault injection."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+
+from loadtests.generator import LoadRun, run_closed, run_open
+from loadtests.report import plot_series, table, write_results
+from loadtests.sampler import MemorySampler
+from loadtests.scenarios.common import DIGITS, digits_config, digits_shots, warm_up
+from loadtests.server import LiveServer, ServerPool
+from loadtests.stats import linear_slope
+
+COLUMNS = ["requests_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors"]
+
+
+def memory_growth(times_s: list[float], totals_mb: list[float]) -> float:
+    """MB per minute over the later two thirds of the run (the first third is warm-up: caches, arenas)."""
+    start = len(times_s) // 3
+    return 60 * linear_slope(times_s[start:], totals_mb[start:])
+
+
+class Soak:
+    NAME = "soak"
+    HELP = "N minutes at ~70 % of measured capacity; errors and every server process's memory over time"
+    __doc__ = (f"{NAME}: {HELP}. A growth trend fails: total RSS rising faster than --max-growth-mb-per-min "
+               f"over the later two thirds.")
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--minutes", type=float, default=5)
+        parser.add_argument("--load", type=float, default=0.7, help="fraction of measured capacity")
+        parser.add_argument("--max-growth-mb-per-min", type=float, default=5.0)
+
+    @classmethod
+    def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
+        server = pool.get(digits_config())
+        make = digits_shots()
+        warm_up(server.url, make)
+        capacity = run_closed(server.url, make, 16, 5).summary()["requests_per_s"]
+        rate = round(args.load * capacity, 1)
+        with MemorySampler(server, period_s=max(2.0, args.minutes * 60 / 120)) as sampler:
+            load = run_open(server.url, make, rate, args.minutes * 60, timeout_s=10)
+        summary = load.summary()
+        times, totals = sampler.totals()
+        growth = memory_growth(times, totals)
+        series = {name.split(":", 1)[1][:40] or name: data for name, data in sampler.series().items()
+                  if max(data[1]) > 20}
+        plots = [plot_series(args.out, "memory.png", {"total": (times, totals)}, "seconds", "RSS (MB)",
+                             f"{cls.NAME}: server process tree total"),
+                 plot_series(args.out, "memory_by_process.png", series, "seconds", "RSS (MB)",
+                             f"{cls.NAME}: each server process (> 20 MB)"),
+                 plot_series(args.out, "throughput.png", _timeline_series(load), "seconds", "images/s",
+                             f"{cls.NAME}: throughput per second at {rate:g} requests/s offered")]
+        ok = summary["errors"] == 0 and growth <= args.max_growth_mb_per_min
+        first, last = sampler.samples[0][1], sampler.samples[-1][1]
+        per_process = [{"process": name[:70], "first_mb": first.get(name), "last_mb": mb} for name, mb in last.items()
+                       if mb > 20]
+        write_results(args.out, {"capacity_per_s": capacity, "rate_per_s": rate, "minutes": args.minutes,
+                                 "summary": summary, "memory_growth_mb_per_min": growth,
+                                 "memory_samples": sampler.samples}, f"""# {cls.NAME}
+
+Model {DIGITS}; open loop at {rate:g} requests/s ({args.load:.0%} of the measured {capacity:.1f}) for
+{args.minutes:g} minutes.
+
+{table([summary], COLUMNS)}
+
+Total RSS {totals[0]:.0f} MB -> {totals[-1]:.0f} MB; trend over the later two thirds **{growth:+.2f} MB/min**
+(limit {args.max_growth_mb_per_min:g}). Verdict: **{'pass' if ok else 'FAIL'}**.
+
+{table(per_process, ['process', 'first_mb', 'last_mb'])}
+
+{chr(10).join(f'![{p}]({p})' for p in plots)}
+""")
+        return {"scenario": cls.NAME, "figure": f"{args.minutes:g} min at {rate:g} req/s: {summary['errors']} errors, "
+                f"memory {growth:+.1f} MB/min", "ok": ok}
+
+
+def _timeline_series(load: LoadRun) -> dict[str, tuple[list[float], list[float]]]:
+    timeline = load.timeline()
+    return {"images/s": ([b["t"] for b in timeline], [b["images_per_s"] for b in timeline]),
+            "errors/s": ([b["t"] for b in timeline], [b["errors"] for b in timeline])}
+
+
+def recovery_s(load: LoadRun, event_t: float, baseline: float, share: float = 0.9) -> float | None:
+    """Seconds from the event until a 3-second window first averages `share` of the baseline throughput."""
+    bins = [b for b in load.timeline() if b["t"] > event_t]
+    for i in range(len(bins) - 2):
+        if sum(b["images_per_s"] for b in bins[i:i + 3]) / 3 >= share * baseline:
+            return max(0.0, bins[i]["t"] - 0.5 - event_t)
+    return None
+
+
+def _after(delay_s: float, action) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay_s), action()), daemon=True)
+    thread.start()
+    return thread
+
+
+class Faults:
+    NAME = "faults"
+    HELP = "kill one classifier replica under load; separately restart the whole application"
+    __doc__ = (f"{NAME}: {HELP}. Reports failed requests, time until the old throughput returns, and the "
+               f"longest request (none may hang past its timeout). Target: failures bounded by the requests "
+               f"in flight on the killed replica, recovery within 30 s.")
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--concurrency", type=int, default=8)
+        parser.add_argument("--timeout", type=float, default=10, help="per-request timeout (s)")
+        parser.add_argument("--kill-duration", type=float, default=45)
+        parser.add_argument("--restart-duration", type=float, default=90)
+
+    @classmethod
+    def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
+        server = pool.get(digits_config(replicas=2, num_cpus=0.5))
+        make = digits_shots()
+        warm_up(server.url, make)
+        kill = cls._kill_replica(args, server, make)
+        restart = cls._restart_app(args, server, make)
+        phases = [kill, restart]
+        plots = [plot_series(args.out, f"{p['phase']}.png", p.pop("series"), "seconds", "per second",
+                             f"{cls.NAME}: {p['phase']}", marks=p.pop("marks")) for p in phases]
+        ok = all(p["recovery_s"] is not None and p["recovery_s"] <= 30 and p["longest_ms"] <= 1000 * args.timeout + 1000
+                 for p in phases) and kill["failed"] <= args.concurrency
+        write_results(args.out, {"phases": phases, "timeout_s": args.timeout}, f"""# {cls.NAME}
+
+Model {DIGITS} with 2 replicas (0.5 CPU each); request timeout {args.timeout:g} s.
+
+- kill-replica: closed loop at concurrency {args.concurrency}; one `ServeReplica` process of {DIGITS} gets SIGKILL.
+  Requests in flight on it are at most the concurrency ({args.concurrency}).
+- restart-app: open loop at half the measured throughput; the server process is stopped (drain) and started again.
+
+{table(phases, ['phase', 'requests', 'failed', 'baseline_images_per_s', 'recovery_s', 'longest_ms', 'statuses'])}
+
+Target: kill-replica failures ≤ requests in flight, recovery ≤ 30 s, no request beyond its timeout.
+Verdict: **{'pass' if ok else 'FAIL'}**.
+
+{chr(10).join(f'![{p}]({p})' for p in plots)}
+""")
+        return {"scenario": cls.NAME, "figure": "; ".join(f"{p['phase']}: {p['failed']} failed, recovery "
+                                                         f"{p['recovery_s']} s" for p in phases), "ok": ok}
+
+    @staticmethod
+    def _kill_replica(args: argparse.Namespace, server: LiveServer, make) -> dict:
+        event_t = args.kill_duration / 4
+        victims: list[int] = []
+
+        def kill() -> None:
+            pids = server.replica_pids(f"classifier-{DIGITS}-1")
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                victims.append(pids[0])
+
+        _after(event_t, kill)
+        load = run_closed(server.url, make, args.concurrency, args.kill_duration, timeout_s=args.timeout)
+        return _phase("kill-replica", load, event_t, {"replica killed": event_t}, victims=victims)
+
+    @staticmethod
+    def _restart_app(args: argparse.Namespace, server: LiveServer, make) -> dict:
+        rate = round(run_closed(server.url, make, args.concurrency, 5).summary()["requests_per_s"] / 2, 1)
+        event_t = 5.0
+        ready_at: list[float] = []
+        started = time.perf_counter()
+
+        def restart() -> None:
+            server.stop()
+            server.start()
+            ready_at.append(time.perf_counter() - started)
+
+        _after(event_t, restart)
+        load = run_open(server.url, make, rate, args.restart_duration, timeout_s=args.timeout)
+        marks = {"restart": event_t, **({"ready": ready_at[0]} if ready_at else {})}
+        return _phase("restart-app", load, event_t, marks, offered_per_s=rate,
+                      ready_after_s=(ready_at[0] - event_t) if ready_at else None)
+
+
+def _phase(name: str, load: LoadRun, event_t: float, marks: dict[str, float], **extra) -> dict:
+    before = [b["images_per_s"] for b in load.timeline() if 1 < b["t"] < event_t]
+    baseline = sum(before) / max(len(before), 1)
+    summary = load.summary()
+    return {"phase": name, "requests": summary["requests"], "failed": summary["errors"],
+            "statuses": summary["statuses"], "baseline_images_per_s": baseline,
+            "recovery_s": recovery_s(load, event_t, baseline), "longest_ms": summary["max_ms"], **extra,
+            "series": _timeline_series(load), "marks": marks}
