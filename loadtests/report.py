@@ -51,10 +51,7 @@ def plot_load(out: Path, name: str, runs: Sequence[dict[str, Any]], xlabel: str,
         if len(xs) > 2 and max(xs) / max(min(xs), 1e-9) > 10:
             ax.set_xscale("log", base=2)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=80)
-    plt.close(fig)
-    return name
+    return _save(fig, out, name)
 
 
 def plot_series(out: Path, name: str, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
@@ -70,10 +67,7 @@ def plot_series(out: Path, name: str, series: dict[str, tuple[Sequence[float], S
     ax.set_ylim(bottom=0)
     if 1 < len(series) <= 14:
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=80)
-    plt.close(fig)
-    return name
+    return _save(fig, out, name)
 
 
 def plot_bars(out: Path, name: str, groups: dict[str, dict[str, float]], xlabel: str, ylabel: str,
@@ -88,6 +82,11 @@ def plot_bars(out: Path, name: str, groups: dict[str, dict[str, float]], xlabel:
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(categories))], categories)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
+    return _save(fig, out, name)
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out / name, dpi=80)
     plt.close(fig)
