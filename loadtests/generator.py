@@ -56,6 +56,10 @@ class Outcome:
     def latency_s(self) -> float:
         return self.done - self.intended
 
+    @property
+    def timed_out(self) -> bool:
+        return self.status == 0 and (self.error or "").startswith("TimeoutError")
+
 
 @dataclass
 class LoadRun:
@@ -104,18 +108,21 @@ def require_loopback(url: str) -> None:
         raise ValueError(f"load is only sent to loopback, not to {host!r}")
 
 
-async def _send(client: httpx.AsyncClient, shot: Shot, intended: float, keep_answers: bool) -> Outcome:
+async def _send(client: httpx.AsyncClient, shot: Shot, intended: float, keep_answers: bool,
+                timeout_s: float) -> Outcome:
+    """One request, given up after `timeout_s` in all (httpx's own timeouts apply per phase, not in total)."""
     sent = time.perf_counter()
     try:
-        response = await client.request(shot.method, shot.path, content=shot.content, files=shot.files,
-                                        headers=shot.headers, params=shot.params)
+        response = await asyncio.wait_for(client.request(
+            shot.method, shot.path, content=shot.content, files=shot.files, headers=shot.headers,
+            params=shot.params), timeout_s)
         done = time.perf_counter()
         answer = None
         if keep_answers and response.headers.get("content-type", "").startswith("application/json"):
             answer = json.loads(response.content)
         error = None if response.is_success else response.text[:200]
         return Outcome(shot.tag, shot.images, intended, sent, done, response.status_code, error, answer)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
         return Outcome(shot.tag, shot.images, intended, sent, time.perf_counter(), 0, f"{type(exc).__name__}: {exc}")
 
 
@@ -139,7 +146,7 @@ async def closed_loop(url: str, make: ShotFactory, concurrency: int, duration_s:
                 if time.perf_counter() >= deadline:
                     return
                 now = time.perf_counter()
-                outcomes.append(await _send(client, make(i), now, keep_answers))
+                outcomes.append(await _send(client, make(i), now, keep_answers, timeout_s))
 
         await asyncio.gather(*(user() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -161,7 +168,7 @@ async def open_loop(url: str, make: ShotFactory, rate: float, duration_s: float,
             delay = intended - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_send(client, make(i), intended, keep_answers)))
+            tasks.append(asyncio.create_task(_send(client, make(i), intended, keep_answers, timeout_s)))
         outcomes = list(await asyncio.gather(*tasks))
         elapsed = max(o.done for o in outcomes) - started
     return LoadRun("open", rate, started, elapsed, outcomes)

@@ -46,7 +46,9 @@ def write_results_md(rows: list[dict], path: Path, minutes: float) -> None:
     path.write_text(f"""# Load test results on this machine
 
 {today}; {machine()}. `python -m loadtests standard` ran the whole set in {minutes:.1f} minutes.
-The load generator runs on the same cores as the server. Each scenario's report has its tables and plots.
+The load generator runs on the same cores as the server; machine load average at the end
+{"/".join(f"{v:.1f}" for v in os.getloadavg())} (above 2 means other work shared the cores). Each scenario's
+report has its tables and plots.
 
 {table(rows, ['scenario', 'figure', 'ok', 'minutes', 'report'])}
 """)

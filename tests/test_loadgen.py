@@ -92,7 +92,8 @@ def test_open_loop_keeps_its_rate(tiny: TinyServer) -> None:
     assert len(load.outcomes) == 100
     sent = sorted(o.sent for o in load.outcomes)
     assert (sent[-1] - sent[0]) == pytest.approx(99 / 40, rel=0.1)
-    assert load.summary()["requests_per_s"] == pytest.approx(40, rel=0.15)
+    # Answers per second also include the last answer's latency in the elapsed time: a looser bound.
+    assert load.summary()["requests_per_s"] == pytest.approx(40, rel=0.3)
     lateness = [o.sent - o.intended for o in load.outcomes]
     assert sorted(lateness)[len(lateness) // 2] < 0.02  # sent on schedule
 
@@ -109,6 +110,12 @@ def test_open_loop_latency_includes_queueing_at_a_stalled_server(tiny: TinyServe
     # A closed loop against the same server shows only the service time: the figure an open loop exists to avoid.
     closed = run_closed(tiny.url, shots(ms="200", serial="1"), concurrency=1, duration_s=1.0)
     assert max(o.latency_s for o in closed.outcomes) < 0.4
+
+
+def test_a_request_is_given_up_at_its_total_timeout(tiny: TinyServer) -> None:
+    load = run_closed(tiny.url, shots(ms="3000"), concurrency=2, duration_s=0.1, timeout_s=0.5)
+    assert all(o.timed_out for o in load.outcomes) and len(load.outcomes) == 2
+    assert max(o.done - o.sent for o in load.outcomes) < 1.5
 
 
 def test_connection_errors_are_counted_not_raised() -> None:

@@ -9,6 +9,7 @@ at concurrency 8 at least 0.90 of the in-process rate with no errors; p50 at con
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -62,6 +63,7 @@ def server_config(preprocess_in: str) -> dict:
 def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     ensure_model()
     pool.close()  # nothing else may compete with the in-process measurement
+    load_before = os.getloadavg()
     ref = inprocess([int(b) for b in args.batches.split(",")])
     server = pool.get(server_config(args.preprocess_in))
     make = image_shots(jpeg_photos(), "image/jpeg")
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     runs = [r.summary() for r in closed_sweep(server.url, make, levels, args.duration, NAME)]
     batches = batch_size_distribution(before, batch_size_buckets(server.url))
     rss = server.rss_mb()
+    load_after = os.getloadavg()
     for r in runs:
         r["concurrency"] = r["level"]
         r["ratio_to_inprocess"] = r["images_per_s"] / ref["images_per_s"]
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
         "inprocess_images_per_s": ref["images_per_s"], "inprocess_single_image_ms": ref["single_image_ms"],
         "inprocess": ref["figures"], "runs": runs, "server_rss_mb": rss, "batch_sizes": batches,
         "targets": targets(runs, ref),
+        "machine_load_average": {"before": load_before, "after": load_after},  # other work on the same cores
     }
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,10 @@ def targets(runs: list[dict], ref: dict) -> dict:
     return {"ratio_at_8": ratio, "errors_at_8": at8["errors"] if at8 else None, "p50_gap_ms_at_1": gap, "met": met}
 
 
+def _load(results: dict, when: str) -> str:
+    return "/".join(f"{v:.1f}" for v in results["machine_load_average"][when])
+
+
 def markdown(results: dict, plots: list[str]) -> str:
     t = results["targets"]
     inproc = table(results["inprocess"], ["batch", "images_per_s", "latency_ms"])
@@ -120,6 +128,9 @@ Best: **{results['inprocess_images_per_s']:.1f} images/s**; single image {result
 ## Server
 
 {runs}
+
+Machine load average (1/5/15 min) before {_load(results, 'before')}, after {_load(results, 'after')}
+(anything above 2 means other work shared the 2 cores during the run).
 
 Server RSS (whole process tree): {results['server_rss_mb']:.0f} MB. Executed batch sizes: {results['batch_sizes']}
 

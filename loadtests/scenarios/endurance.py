@@ -85,9 +85,9 @@ def _timeline_series(load: LoadRun) -> dict[str, tuple[list[float], list[float]]
             "errors/s": ([b["t"] for b in timeline], [b["errors"] for b in timeline])}
 
 
-def recovery_s(load: LoadRun, event_t: float, baseline: float, share: float = 0.9) -> float | None:
+def recovery_s(load: LoadRun, event_t: float, baseline: float, share: float = 0.85) -> float | None:
     """Seconds from the event until a 3-second window first averages `share` of the baseline throughput."""
-    bins = [b for b in load.timeline() if b["t"] > event_t]
+    bins = [b for b in load.timeline()[:-1] if b["t"] > event_t]  # the last bin is cut short by the run's end
     for i in range(len(bins) - 2):
         if sum(b["images_per_s"] for b in bins[i:i + 3]) / 3 >= share * baseline:
             return max(0.0, bins[i]["t"] - 0.5 - event_t)
@@ -124,8 +124,8 @@ class Faults:
         phases = [kill, restart]
         plots = [plot_series(args.out, f"{p['phase']}.png", p.pop("series"), "seconds", "per second",
                              f"{cls.NAME}: {p['phase']}", marks=p.pop("marks")) for p in phases]
-        ok = all(p["recovery_s"] is not None and p["recovery_s"] <= 30 and p["longest_ms"] <= 1000 * args.timeout + 1000
-                 for p in phases) and kill["failed"] <= args.concurrency
+        ok = all(p["recovery_s"] is not None and p["recovery_s"] <= 30 and p["timed_out"] == 0 for p in phases) \
+            and kill["failed"] <= args.concurrency
         write_results(args.out, {"phases": phases, "timeout_s": args.timeout}, f"""# {cls.NAME}
 
 Model {DIGITS} with 2 replicas (0.5 CPU each); request timeout {args.timeout:g} s.
@@ -134,9 +134,15 @@ Model {DIGITS} with 2 replicas (0.5 CPU each); request timeout {args.timeout:g} 
   Requests in flight on it are at most the concurrency ({args.concurrency}).
 - restart-app: open loop at half the measured throughput; the server process is stopped (drain) and started again.
 
-{table(phases, ['phase', 'requests', 'failed', 'baseline_images_per_s', 'recovery_s', 'longest_ms', 'statuses'])}
+{table(phases, ['phase', 'requests', 'failed', 'timed_out', 'baseline_images_per_s', 'recovery_s', 'longest_ms',
+               'statuses'])}
 
-Target: kill-replica failures ≤ requests in flight, recovery ≤ 30 s, no request beyond its timeout.
+Recovery: seconds from the event until a 3-second window averages 85 % of the throughput before it.
+Status 0 means no HTTP answer (connection refused while the application was down, or the client's timeout).
+Killed replica PIDs: {kill['victims']}; replicas of {DIGITS} afterwards: {kill['replicas_after']}.
+Restart-app: the new server was ready {restart['ready_after_s']} s after the restart began.
+
+Target: kill-replica failures ≤ requests in flight, recovery ≤ 30 s, no request reaching its timeout (hung).
 Verdict: **{'pass' if ok else 'FAIL'}**.
 
 {chr(10).join(f'![{p}]({p})' for p in plots)}
@@ -157,7 +163,8 @@ Verdict: **{'pass' if ok else 'FAIL'}**.
 
         _after(event_t, kill)
         load = run_closed(server.url, make, args.concurrency, args.kill_duration, timeout_s=args.timeout)
-        return _phase("kill-replica", load, event_t, {"replica killed": event_t}, victims=victims)
+        return _phase("kill-replica", load, event_t, {"replica killed": event_t}, victims=victims,
+                      replicas_after=len(server.replica_pids(f"classifier-{DIGITS}-1")))
 
     @staticmethod
     def _restart_app(args: argparse.Namespace, server: LiveServer, make) -> dict:
@@ -183,6 +190,7 @@ def _phase(name: str, load: LoadRun, event_t: float, marks: dict[str, float], **
     baseline = sum(before) / max(len(before), 1)
     summary = load.summary()
     return {"phase": name, "requests": summary["requests"], "failed": summary["errors"],
-            "statuses": summary["statuses"], "baseline_images_per_s": baseline,
-            "recovery_s": recovery_s(load, event_t, baseline), "longest_ms": summary["max_ms"], **extra,
+            "timed_out": sum(o.timed_out for o in load.outcomes), "statuses": summary["statuses"],
+            "baseline_images_per_s": baseline, "recovery_s": recovery_s(load, event_t, baseline),
+            "longest_ms": 1000 * max(o.done - o.sent for o in load.outcomes), **extra,
             "series": _timeline_series(load), "marks": marks}
