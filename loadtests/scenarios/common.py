@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
 from loadtests.generator import LoadRun, Shot, ShotFactory, run_closed, run_open
 from loadtests.photos import digit_pngs
-from loadtests.server import ROOT, default_config
+from loadtests.server import LiveServer, ServerPool, default_config
 
 DIGITS = "seresnet20_digits"
 
@@ -74,10 +73,32 @@ def open_sweep(url: str, make: ShotFactory, rates: Sequence[float], duration_s: 
     return runs
 
 
-def add_common(parser: argparse.ArgumentParser, duration_s: float) -> None:
-    parser.add_argument("--duration", type=float, default=duration_s, help="seconds per load level")
+class Scenario:
+    """A named scenario: NAME, HELP, OPTIONS (flag -> (type, default, help)) and run(args, pool) -> headline."""
+
+    NAME = ""
+    HELP = ""
+    OPTIONS: dict[str, tuple[type, Any, str]] = {}
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for flag, (kind, default, text) in cls.OPTIONS.items():
+            parser.add_argument(f"--{flag}", type=kind, default=default, help=text)
+
+    @classmethod
+    def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
+        raise NotImplementedError
 
 
-def default_out(name: str) -> Path:
-    return ROOT / "loadtests" / "results" / name
+def warm_digits_server(pool: ServerPool, config: dict | None = None) -> tuple[LiveServer, ShotFactory]:
+    """A ready, warmed-up server with the digits models, and single-image digit requests for it."""
+    server = pool.get(config or digits_config())
+    make = digits_shots()
+    warm_up(server.url, make)
+    return server, make
+
+
+def capacity_per_s(url: str, make: ShotFactory, concurrency: int = 16, seconds: float = 5) -> float:
+    """Requests/s a closed loop gets: the yardstick for open-loop rates."""
+    return run_closed(url, make, concurrency, seconds).summary()["requests_per_s"]
 

@@ -10,7 +10,7 @@ import time
 from loadtests.generator import LoadRun, run_closed, run_open
 from loadtests.report import plot_series, table, write_results
 from loadtests.sampler import MemorySampler
-from loadtests.scenarios.common import DIGITS, digits_config, digits_shots, warm_up
+from loadtests.scenarios.common import DIGITS, Scenario, capacity_per_s, digits_config, warm_digits_server
 from loadtests.server import LiveServer, ServerPool
 from loadtests.stats import linear_slope
 
@@ -23,24 +23,23 @@ def memory_growth(times_s: list[float], totals_mb: list[float]) -> float:
     return 60 * linear_slope(times_s[start:], totals_mb[start:])
 
 
-class Soak:
-    NAME = "soak"
-    HELP = "N minutes at ~70 % of measured capacity; errors and every server process's memory over time"
-    __doc__ = (f"{NAME}: {HELP}. A growth trend fails: total RSS rising faster than --max-growth-mb-per-min "
-               f"over the later two thirds.")
+class Soak(Scenario):
+    """soak: minutes at ~70 % of measured capacity (open loop); errors and every server process's memory.
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--minutes", type=float, default=5)
-        parser.add_argument("--load", type=float, default=0.7, help="fraction of measured capacity")
-        parser.add_argument("--max-growth-mb-per-min", type=float, default=5.0)
+    A growth trend fails: total RSS rising faster than --max-growth-mb-per-min over the later two thirds."""
+
+    NAME = "soak"
+    HELP = "N minutes at about 70 percent of measured capacity; errors and every server process's memory over time"
+    OPTIONS = {
+        "minutes": (float, 5, "minutes of load"),
+        "load": (float, 0.7, "fraction of measured capacity"),
+        "max-growth-mb-per-min": (float, 5.0, "largest accepted growth of total RSS"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
-        server = pool.get(digits_config())
-        make = digits_shots()
-        warm_up(server.url, make)
-        capacity = run_closed(server.url, make, 16, 5).summary()["requests_per_s"]
+        server, make = warm_digits_server(pool)
+        capacity = capacity_per_s(server.url, make)
         rate = round(args.load * capacity, 1)
         with MemorySampler(server, period_s=max(2.0, args.minutes * 60 / 120)) as sampler:
             load = run_open(server.url, make, rate, args.minutes * 60, timeout_s=10)
@@ -61,7 +60,7 @@ class Soak:
                        if mb > 20]
         write_results(args.out, {"capacity_per_s": capacity, "rate_per_s": rate, "minutes": args.minutes,
                                  "summary": summary, "memory_growth_mb_per_min": growth,
-                                 "memory_samples": sampler.samples}, f"""# {cls.NAME}
+                                 "memory_total_mb": {"seconds": times, "mb": totals}, "memory_by_process": per_process}, f"""# {cls.NAME}
 
 Model {DIGITS}; open loop at {rate:g} requests/s ({args.load:.0%} of the measured {capacity:.1f}) for
 {args.minutes:g} minutes.
@@ -100,25 +99,24 @@ def _after(delay_s: float, action) -> threading.Thread:
     return thread
 
 
-class Faults:
+class Faults(Scenario):
+    """faults: kill one classifier replica under load; separately restart the whole application.
+
+    Reports failed requests, time until the old throughput returns, and requests that hung to their
+    timeout. Target: failures bounded by the requests in flight on the killed replica, recovery within 30 s."""
+
     NAME = "faults"
     HELP = "kill one classifier replica under load; separately restart the whole application"
-    __doc__ = (f"{NAME}: {HELP}. Reports failed requests, time until the old throughput returns, and the "
-               f"longest request (none may hang past its timeout). Target: failures bounded by the requests "
-               f"in flight on the killed replica, recovery within 30 s.")
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--concurrency", type=int, default=8)
-        parser.add_argument("--timeout", type=float, default=10, help="per-request timeout (s)")
-        parser.add_argument("--kill-duration", type=float, default=45)
-        parser.add_argument("--restart-duration", type=float, default=90)
+    OPTIONS = {
+        "concurrency": (int, 8, "closed-loop users (comma-separated where several)"),
+        "timeout": (float, 10, "per-request timeout (s)"),
+        "kill-duration": (float, 45, "seconds of load around the replica kill"),
+        "restart-duration": (float, 90, "seconds of load around the restart"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
-        server = pool.get(digits_config(replicas=2, num_cpus=0.5))
-        make = digits_shots()
-        warm_up(server.url, make)
+        server, make = warm_digits_server(pool, digits_config(replicas=2, num_cpus=0.5))
         kill = cls._kill_replica(args, server, make)
         restart = cls._restart_app(args, server, make)
         phases = [kill, restart]

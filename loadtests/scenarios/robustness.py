@@ -6,12 +6,13 @@ from collections import Counter
 
 import httpx
 
-from loadtests.generator import Shot, ShotFactory, run_closed
+from loadtests.generator import LoadRun, Shot, ShotFactory, run_closed
 from loadtests.photos import bad_inputs, digit_pngs
-from loadtests.report import plot_bars, plot_load, table, write_results
-from loadtests.scenarios.common import DIGITS, digits_config, digits_shots, warm_up
+from loadtests.report import plot_bars, table, write_results
+from loadtests.scenarios.common import DIGITS, Scenario, digits_config, digits_shots, warm_up
 from loadtests.scrape import batch_size_buckets, batch_size_distribution
 from loadtests.server import ServerPool
+from loadtests.stats import percentile_ms
 
 COLUMNS = ["images_per_s", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "errors"]
 
@@ -31,16 +32,16 @@ def _mixed(bad_every: int) -> ShotFactory:
     return make
 
 
-class BadInputs:
+class BadInputs(Scenario):
+    """bad-inputs: every Nth request is a bad input; bad ones must get their 4xx, good answers stay exactly right."""
+
     NAME = "bad-inputs"
     HELP = "a share of bad inputs among good ones: bad ones get their 4xx, good answers stay exactly right"
-    __doc__ = f"{NAME}: {HELP}."
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=15)
-        parser.add_argument("--concurrency", type=int, default=8)
-        parser.add_argument("--bad-every", type=int, default=4, help="every Nth request is bad")
+    OPTIONS = {
+        "duration": (float, 15, "seconds of load"),
+        "concurrency": (int, 8, "closed-loop users (comma-separated where several)"),
+        "bad-every": (int, 4, "every Nth request is bad"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
@@ -57,10 +58,9 @@ class BadInputs:
         wrong = sum(1 for o in good if not o.ok or o.answer.get("predictions") != reference[o.tag])
         statuses = {kind: dict(Counter(o.status for o in bad if o.tag == f"bad:{kind}")) for kind in bad_inputs()}
         server_errors = sum(1 for o in load.outcomes if o.status >= 500 or o.status == 0)
-        mixed_good = load.summary(tag=None)
         good_only = {**load.summary(), **_good_latency(load)}
         rows = [{"run": "good only", **clean}, {"run": f"1 in {args.bad_every} bad (good answers)", **good_only}]
-        results = {"clean": clean, "mixed": mixed_good, "good_answers": len(good), "good_answers_changed": wrong,
+        results = {"clean": clean, "mixed": load.summary(), "good_answers": len(good), "good_answers_changed": wrong,
                    "bad_statuses": statuses, "server_errors": server_errors}
         plot = plot_bars(args.out, "good_latency.png", {r["run"]: {q: r[q] for q in ("p50_ms", "p95_ms", "p99_ms")}
                                                          for r in rows}, "percentile", "ms", "good requests' latency")
@@ -82,22 +82,20 @@ Model {DIGITS}; closed loop at concurrency {args.concurrency}; every {args.bad_e
                 f"{sorted({s for c in statuses.values() for s in c})}; {server_errors} 5xx", "ok": ok}
 
 
-def _good_latency(load) -> dict:
-    from loadtests.stats import percentile_ms
-
+def _good_latency(load: LoadRun) -> dict:
     latencies = [o.latency_s for o in load.outcomes if o.tag.startswith("good:")]
     return {q: percentile_ms(latencies, p) for q, p in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99))}
 
 
-class Batching:
+class Batching(Scenario):
+    """batching: dynamic batching on (max_batch_size 16) against off (1) under the same load; batch sizes from /metrics."""
+
     NAME = "batching"
     HELP = "dynamic batching on (max_batch_size 16) vs off (max_batch_size 1) at equal load"
-    __doc__ = f"{NAME}: {HELP}; batch sizes read from /metrics."
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=12)
-        parser.add_argument("--concurrency", default="8,32")
+    OPTIONS = {
+        "duration": (float, 12, "seconds of load"),
+        "concurrency": (str, "8,32", "closed-loop users (comma-separated where several)"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:

@@ -3,30 +3,27 @@ from __future__ import annotations
 
 import argparse
 
-from loadtests.generator import run_closed
 from loadtests.report import plot_load, table, write_results
-from loadtests.scenarios.common import DIGITS, closed_sweep, digits_config, digits_shots, open_sweep, warm_up
+from loadtests.scenarios.common import DIGITS, Scenario, capacity_per_s, closed_sweep, open_sweep, warm_digits_server
 from loadtests.server import ServerPool
 from loadtests.stats import knee
 
 COLUMNS = ["level", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors"]
 
 
-class ConcurrencySweep:
+class ConcurrencySweep(Scenario):
+    """concurrency-sweep: closed loop at rising concurrency until throughput stops rising (the knee)."""
+
     NAME = "concurrency-sweep"
     HELP = "closed loop at rising concurrency until throughput stops rising"
-    __doc__ = f"{NAME}: {HELP} (model {DIGITS}, single-image requests)."
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=8, help="seconds per level")
-        parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
+    OPTIONS = {
+        "duration": (float, 8, "seconds per level"),
+        "concurrency": (str, "1,2,4,8,16,32,64", "closed-loop users (comma-separated where several)"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
-        server = pool.get(digits_config())
-        make = digits_shots()
-        warm_up(server.url, make)
+        server, make = warm_digits_server(pool)
         levels = [int(c) for c in args.concurrency.split(",")]
         runs = [r.summary() for r in closed_sweep(server.url, make, levels, args.duration, cls.NAME)]
         at_knee = knee([r["level"] for r in runs], [r["requests_per_s"] for r in runs])
@@ -49,24 +46,24 @@ requests/s at concurrency {peak['level']}.
                 f"knee at c={at_knee}", "ok": sum(r["errors"] for r in runs) == 0}
 
 
-class RateSweep:
+class RateSweep(Scenario):
+    """rate-sweep: open loop at rising arrival rates, as fractions of measured capacity, past the knee.
+
+    Latency counts from each request's intended send time, so queueing shows; the sweep stops once p99
+    passes --p99-limit-ms or errors appear."""
+
     NAME = "rate-sweep"
     HELP = "open loop at rising arrival rates (fractions of measured capacity) past the knee"
-    __doc__ = (f"{NAME}: {HELP}. Latency counts from each request's intended send time, so queueing shows. "
-               f"Stops early once p99 passes --p99-limit-ms or errors appear.")
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=8, help="seconds per rate")
-        parser.add_argument("--fractions", default="0.25,0.5,0.7,0.85,1.0,1.15,1.3")
-        parser.add_argument("--p99-limit-ms", type=float, default=2000)
+    OPTIONS = {
+        "duration": (float, 8, "seconds per rate"),
+        "fractions": (str, "0.25,0.5,0.7,0.85,1.0,1.15,1.3", "offered rates as fractions of measured capacity"),
+        "p99-limit-ms": (float, 2000, "p99 beyond which the sweep has passed the knee"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
-        server = pool.get(digits_config())
-        make = digits_shots()
-        warm_up(server.url, make)
-        capacity = run_closed(server.url, make, 16, 5).summary()["requests_per_s"]
+        server, make = warm_digits_server(pool)
+        capacity = capacity_per_s(server.url, make)
         rates = [round(capacity * float(f), 1) for f in args.fractions.split(",")]
         past_knee = lambda s: s["errors"] > 0 or (s["p99_ms"] or 0) > args.p99_limit_ms  # noqa: E731
         runs = [r.summary() for r in open_sweep(server.url, make, rates, args.duration, cls.NAME, past_knee)]

@@ -7,22 +7,22 @@ from collections import Counter
 from loadtests.generator import Shot, ShotFactory, run_closed
 from loadtests.photos import digit_pngs
 from loadtests.report import plot_bars, table, write_results
-from loadtests.scenarios.common import DIGITS, closed_sweep, digits_config, multipart_shots, warm_up
+from loadtests.scenarios.common import DIGITS, Scenario, digits_config, multipart_shots, warm_up
 from loadtests.server import ServerPool
 
 COLUMNS = ["images_per_s", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "errors"]
 
 
-class MultiImage:
+class MultiImage(Scenario):
+    """multi-image: images/s as one multipart request carries 1, 4, 8 or 16 images, at equal concurrency."""
+
     NAME = "multi-image"
     HELP = "images/s as one request carries 1, 4, 8 or 16 images (multipart), equal concurrency"
-    __doc__ = f"{NAME}: {HELP}."
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=8, help="seconds per request size")
-        parser.add_argument("--images", default="1,4,8,16", help="images per request")
-        parser.add_argument("--concurrency", type=int, default=8)
+    OPTIONS = {
+        "duration": (float, 8, "seconds per request size"),
+        "images": (str, "1,4,8,16", "images per request"),
+        "concurrency": (int, 8, "closed-loop users (comma-separated where several)"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
@@ -63,15 +63,15 @@ def _alternating(models: list[str]) -> ShotFactory:
     return make
 
 
-class MixedModels:
+class MixedModels(Scenario):
+    """mixed-models: both digits models at once, requests alternating, with per-model figures."""
+
     NAME = "mixed-models"
     HELP = "both digits models at once, alternating requests, per-model figures"
-    __doc__ = f"{NAME}: {HELP}."
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=15)
-        parser.add_argument("--concurrency", type=int, default=16)
+    OPTIONS = {
+        "duration": (float, 15, "seconds of load"),
+        "concurrency": (int, 16, "closed-loop users (comma-separated where several)"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
@@ -106,17 +106,18 @@ def _users(count: int) -> ShotFactory:
     return make
 
 
-class AbTraffic:
+class AbTraffic(Scenario):
+    """ab: traffic from many X-User-Id values with no `model=`, so the A/B experiment routes it.
+
+    Answers' `arm` is tallied (None without an experiment in the config) and stickiness is checked."""
+
     NAME = "ab"
     HELP = "traffic from many X-User-Id values through the A/B experiment; arms tallied, stickiness checked"
-    __doc__ = (f"{NAME}: {HELP}. No `model=`, so the experiment (if the config has one) routes; without one "
-               f"every answer's arm is None and the default model answers.")
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--duration", type=float, default=15)
-        parser.add_argument("--concurrency", type=int, default=16)
-        parser.add_argument("--users", type=int, default=200)
+    OPTIONS = {
+        "duration": (float, 15, "seconds of load"),
+        "concurrency": (int, 16, "closed-loop users (comma-separated where several)"),
+        "users": (int, 200, "distinct X-User-Id values"),
+    }
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
