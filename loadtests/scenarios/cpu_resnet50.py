@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 
-from loadtests.inprocess import measure, session_for
+from loadtests.inprocess import BatchFigure, measure, session_for
 from loadtests.photos import jpeg_photos
 from loadtests.report import plot_bars, plot_load, table, write_results
 from loadtests.scenarios.common import closed_sweep, image_shots, warm_up
@@ -43,11 +43,17 @@ def ensure_model() -> None:
                     "--version", VERSION, "--out", str(CACHE), "--force"], cwd=ROOT, check=True)
 
 
-def inprocess(batches: list[int]) -> dict:
+def inprocess(batches: list[int]) -> list[BatchFigure]:
+    """Throughput per batch size (batch 1 always included: its latency is the single-image reference)."""
     artifact = load_artifact(CACHE, MODEL, VERSION)
     model = session_for(artifact, "cpu", NUM_CPUS, [])
-    figures = [measure(model, artifact.preprocessing.input_shape, b, 3.0) for b in batches]
-    single = next((f for f in figures if f.batch == 1), None) or measure(model, artifact.preprocessing.input_shape, 1, 3.0)
+    return [measure(model, artifact.preprocessing.input_shape, b, 3.0) for b in sorted({1, *batches})]
+
+
+def best_of(*rounds: list[BatchFigure]) -> dict:
+    """Per batch size the better of the rounds: on a shared machine the ceiling must not be understated."""
+    figures = [max(same, key=lambda f: f.images_per_s) for same in zip(*rounds)]
+    single = next(f for f in figures if f.batch == 1)
     return {"figures": [asdict(f) for f in figures], "images_per_s": max(f.images_per_s for f in figures),
             "single_image_ms": single.latency_ms}
 
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     ensure_model()
     pool.close()  # nothing else may compete with the in-process measurement
     load_before = os.getloadavg()
-    ref = inprocess([int(b) for b in args.batches.split(",")])
+    batch_sizes = [int(b) for b in args.batches.split(",")]
+    first_round = inprocess(batch_sizes)
     server = pool.get(server_config(args.preprocess_in))
     make = image_shots(jpeg_photos(), "image/jpeg")
     warm_up(server.url, make, seconds=5)
@@ -74,6 +81,8 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     batches = batch_size_distribution(before, batch_size_buckets(server.url))
     rss = server.rss_mb()
     load_after = os.getloadavg()
+    pool.close()
+    ref = best_of(first_round, inprocess(batch_sizes))  # measured again once the server is gone
     for r in runs:
         r["concurrency"] = r["level"]
         r["ratio_to_inprocess"] = r["images_per_s"] / ref["images_per_s"]
@@ -120,6 +129,8 @@ Model {results['model']}, CPU, num_cpus={NUM_CPUS}; preprocessing in the **{resu
 Real photos (scikit-image/scikit-learn) as 500x375 JPEGs; closed loop; the load generator shares the 2 cores.
 
 ## In-process ONNX Runtime (no HTTP, no decoding)
+
+Measured before the server starts and again after it stops; per batch size the better round counts.
 
 {inproc}
 
