@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import PROJECT_ROOT, build_app
 
     logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
+    # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
