@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -52,6 +53,20 @@ def title(pid: int) -> str:
         return ""
 
 
+def short_name(full_title: str) -> str:
+    """A name that stays put while the process works: Ray appends the running method to a worker's title
+    (`ray::ServeReplica:app:Ingress.handle_request`), other processes are named by program and module."""
+    words = full_title.split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        return re.sub(r"\.[A-Za-z_]\w*$", "", words[0][len("ray::"):])
+    program = os.path.basename(words[0])
+    if not program.startswith("python") or len(words) < 2:
+        return program
+    return f"{program} {words[words.index('-m') + 1] if '-m' in words[:-1] else os.path.basename(words[1])}"
+
+
 def memory_by_process(root: int) -> dict[str, float]:
-    """RSS in MB of every process in the tree, keyed `pid:title` (titles shortened)."""
-    return {f"{pid}:{title(pid)[:60]}": rss_bytes(pid) / 1e6 for pid in process_tree(root)}
+    """RSS in MB of every process in the tree, keyed `pid:name`."""
+    return {f"{pid}:{short_name(title(pid))}": rss_bytes(pid) / 1e6 for pid in process_tree(root)}

@@ -65,8 +65,8 @@ def plot_series(out: Path, name: str, series: dict[str, tuple[Sequence[float], S
         ax.text(x, ax.get_ylim()[1] * 0.95, f" {label}", color="red", va="top")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.set_ylim(bottom=0)
-    if 1 < len(series) <= 14:
-        ax.legend(fontsize=7, loc="lower right")
+    if len(series) > 1:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out, name)
 
 

@@ -46,8 +46,7 @@ class Soak(Scenario):
         summary = load.summary()
         times, totals = sampler.totals()
         growth = memory_growth(times, totals)
-        series = {name.split(":", 1)[1][:40] or name: data for name, data in sampler.series().items()
-                  if max(data[1]) > 20}
+        series = {name: data for name, data in sampler.series().items() if max(data[1]) > 20}
         plots = [plot_series(args.out, "memory.png", {"total": (times, totals)}, "seconds", "RSS (MB)",
                              f"{cls.NAME}: server process tree total"),
                  plot_series(args.out, "memory_by_process.png", series, "seconds", "RSS (MB)",
