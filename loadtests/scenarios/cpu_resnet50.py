@@ -14,10 +14,13 @@ import subprocess
 import sys
 from dataclasses import asdict
 
+from tqdm import tqdm
+
 from loadtests.inprocess import BatchFigure, measure, session_for
 from loadtests.photos import jpeg_photos
 from loadtests.report import plot_bars, plot_load, table, write_results
-from loadtests.scenarios.common import closed_sweep, image_shots, warm_up
+from loadtests.generator import run_closed
+from loadtests.scenarios.common import image_shots, warm_up
 from loadtests.scrape import batch_size_buckets, batch_size_distribution
 from loadtests.server import ROOT, ServerPool
 from serve.repository import load_artifact
@@ -43,11 +46,17 @@ def ensure_model() -> None:
                     "--version", VERSION, "--out", str(CACHE), "--force"], cwd=ROOT, check=True)
 
 
-def inprocess(batches: list[int]) -> list[BatchFigure]:
-    """Throughput per batch size (batch 1 always included: its latency is the single-image reference)."""
-    artifact = load_artifact(CACHE, MODEL, VERSION)
-    model = session_for(artifact, "cpu", NUM_CPUS, [])
-    return [measure(model, artifact.preprocessing.input_shape, b, 3.0) for b in sorted({1, *batches})]
+class InProcess:
+    """The same model in this process, with the session set-up a replica uses."""
+
+    def __init__(self) -> None:
+        artifact = load_artifact(CACHE, MODEL, VERSION)
+        self.model = session_for(artifact, "cpu", NUM_CPUS, [])
+        self.shape = artifact.preprocessing.input_shape
+
+    def round(self, batches: list[int], seconds: float = 3.0) -> list[BatchFigure]:
+        """Throughput per batch size (batch 1 always included: its latency is the single-image reference)."""
+        return [measure(self.model, self.shape, b, seconds) for b in sorted({1, *batches})]
 
 
 def best_of(*rounds: list[BatchFigure]) -> dict:
@@ -71,26 +80,34 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     pool.close()  # nothing else may compete with the in-process measurement
     load_before = os.getloadavg()
     batch_sizes = [int(b) for b in args.batches.split(",")]
-    first_round = inprocess(batch_sizes)
+    local = InProcess()
+    first_round = local.round(batch_sizes)
+    best_batch = max(first_round, key=lambda f: f.images_per_s).batch
     server = pool.get(server_config(args.preprocess_in))
     make = image_shots(jpeg_photos(), "image/jpeg")
     warm_up(server.url, make, seconds=5)
     before = batch_size_buckets(server.url)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    runs = [r.summary() for r in closed_sweep(server.url, make, levels, args.duration, NAME)]
+    runs = []
+    for level in tqdm([int(c) for c in args.concurrency.split(",")], desc=NAME, unit="level"):
+        # Other work on a shared machine comes and goes: each level also gets an in-process figure taken
+        # just before it, with the server idle, so the ratio compares like with like.
+        adjacent = best_of(local.round([best_batch], 2.0))
+        r = run_closed(server.url, make, level, args.duration).summary()
+        runs.append({**r, "concurrency": level, "inprocess_adjacent_images_per_s": adjacent["images_per_s"],
+                     "inprocess_adjacent_single_ms": adjacent["single_image_ms"],
+                     "ratio_to_adjacent": r["images_per_s"] / adjacent["images_per_s"]})
     batches = batch_size_distribution(before, batch_size_buckets(server.url))
     rss = server.rss_mb()
     load_after = os.getloadavg()
     pool.close()
-    ref = best_of(first_round, inprocess(batch_sizes))  # measured again once the server is gone
+    ref = best_of(first_round, local.round(batch_sizes))  # measured again once the server is gone
     for r in runs:
-        r["concurrency"] = r["level"]
         r["ratio_to_inprocess"] = r["images_per_s"] / ref["images_per_s"]
     results = {
         "model": f"{MODEL}/{VERSION} (random weights)", "preprocess_in": args.preprocess_in,
         "inprocess_images_per_s": ref["images_per_s"], "inprocess_single_image_ms": ref["single_image_ms"],
         "inprocess": ref["figures"], "runs": runs, "server_rss_mb": rss, "batch_sizes": batches,
-        "targets": targets(runs, ref),
+        "targets": targets(runs),
         "machine_load_average": {"before": load_before, "after": load_after},  # other work on the same cores
     }
     out = args.out
@@ -101,15 +118,16 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
                        "batch size (bucket upper bound)", "batches", "executed batch sizes (from /metrics)")]
     write_results(out, results, markdown(results, plots))
     t = results["targets"]
-    return {"scenario": NAME, "figure": f"c=8: {t['ratio_at_8']:.2f} of in-process "
-            f"({ref['images_per_s']:.1f} img/s); c=1 p50 +{t['p50_gap_ms_at_1']:.1f} ms", "ok": t["met"]}
+    return {"scenario": NAME, "figure": f"c=8: {t['ratio_at_8']:.2f} of adjacent in-process "
+            f"(best {ref['images_per_s']:.1f} img/s); c=1 p50 {t['p50_gap_ms_at_1']:+.1f} ms", "ok": t["met"]}
 
 
-def targets(runs: list[dict], ref: dict) -> dict:
+def targets(runs: list[dict]) -> dict:
+    """Against the in-process figures taken next to each level (see run)."""
     by_level = {r["level"]: r for r in runs}
     at8, at1 = by_level.get(8), by_level.get(1)
-    ratio = at8["images_per_s"] / ref["images_per_s"] if at8 else float("nan")
-    gap = at1["p50_ms"] - ref["single_image_ms"] if at1 else float("nan")
+    ratio = at8["ratio_to_adjacent"] if at8 else float("nan")
+    gap = at1["p50_ms"] - at1["inprocess_adjacent_single_ms"] if at1 else float("nan")
     met = bool(at8 and at1 and ratio >= 0.90 and at8["errors"] == 0 and gap <= 15)
     return {"ratio_at_8": ratio, "errors_at_8": at8["errors"] if at8 else None, "p50_gap_ms_at_1": gap, "met": met}
 
@@ -121,8 +139,9 @@ def _load(results: dict, when: str) -> str:
 def markdown(results: dict, plots: list[str]) -> str:
     t = results["targets"]
     inproc = table(results["inprocess"], ["batch", "images_per_s", "latency_ms"])
-    runs = table(results["runs"], ["concurrency", "images_per_s", "ratio_to_inprocess", "p50_ms", "p95_ms",
-                                   "p99_ms", "errors"])
+    runs = table(results["runs"], ["concurrency", "images_per_s", "inprocess_adjacent_images_per_s",
+                                   "ratio_to_adjacent", "ratio_to_inprocess", "p50_ms",
+                                   "inprocess_adjacent_single_ms", "p95_ms", "p99_ms", "errors"])
     return f"""# {NAME}
 
 Model {results['model']}, CPU, num_cpus={NUM_CPUS}; preprocessing in the **{results['preprocess_in']}**.
@@ -138,6 +157,9 @@ Best: **{results['inprocess_images_per_s']:.1f} images/s**; single image {result
 
 ## Server
 
+`inprocess_adjacent_*`: in-process figures (batch 1 and the best batch) taken just before each level with the
+server idle; the targets use them, because other work on a shared machine changes the ceiling minute by minute.
+
 {runs}
 
 Machine load average (1/5/15 min) before {_load(results, 'before')}, after {_load(results, 'after')}
@@ -147,8 +169,8 @@ Server RSS (whole process tree): {results['server_rss_mb']:.0f} MB. Executed bat
 
 ## Targets
 
-- concurrency 8: {t['ratio_at_8']:.2f} of in-process (target ≥ 0.90), errors {t['errors_at_8']}
-- concurrency 1: p50 − in-process single-image latency = {t['p50_gap_ms_at_1']:.1f} ms (target ≤ 15 ms)
+- concurrency 8: {t['ratio_at_8']:.2f} of the adjacent in-process rate (target ≥ 0.90), errors {t['errors_at_8']}
+- concurrency 1: p50 − adjacent in-process single-image latency = {t['p50_gap_ms_at_1']:.1f} ms (target ≤ 15 ms)
 - met: **{t['met']}**
 
 {chr(10).join(f'![{p}]({p})' for p in plots)}
