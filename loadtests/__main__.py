@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = {n: s for n, s in SCENARIOS.items() if not args.only or n in args.only.split(",")}
                 extra = {"soak": ["--minutes", str(args.soak_minutes)]}
                 rows = run_standard(chosen, lambda n: parsers[n].parse_args(
-                    ["--out", str(args.out / n), *extra.get(n, [])]), pool)
+                    ["--out", str(args.out / n), *extra.get(n, [])]), pool, list(SCENARIOS))
                 return 0 if all(r["ok"] for r in rows) else 1
             headline = SCENARIOS[args.scenario].run(args, pool)
         finally:

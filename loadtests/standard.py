@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import time
@@ -13,6 +14,7 @@ from loadtests.report import table
 from loadtests.server import ROOT, ServerPool
 
 RESULTS_MD = ROOT / "loadtests" / "RESULTS.md"
+HEADLINE = "headline.json"
 
 
 def machine() -> str:
@@ -23,32 +25,42 @@ def machine() -> str:
 
 
 def run_standard(scenarios: dict, args_for: Callable[[str], argparse.Namespace], pool: ServerPool,
-                 results_md: Path = RESULTS_MD) -> list[dict]:
+                 everything: list[str], results_md: Path = RESULTS_MD) -> list[dict]:
+    """Run `scenarios`; RESULTS.md lists every scenario of `everything` that has a headline on disk, so a
+    partial re-run (`--only`) updates its rows and keeps the others."""
     rows = []
-    started = time.monotonic()
     for name, scenario in scenarios.items():
         args = args_for(name)
-        t0 = time.monotonic()
+        started = time.monotonic()
         try:
             headline = scenario.run(args, pool)
         except Exception as exc:  # one broken scenario must not hide the others' figures
             headline = {"scenario": name, "figure": f"failed: {type(exc).__name__}: {exc}"[:200], "ok": False}
-        headline["minutes"] = (time.monotonic() - t0) / 60
-        headline["report"] = f"[report]({os.path.relpath(args.out / 'report.md', results_md.parent)})"
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        headline.update(minutes=(time.monotonic() - started) / 60, date=finished.strftime("%Y-%m-%d %H:%M UTC"),
+                        load_average="/".join(f"{v:.1f}" for v in os.getloadavg()))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / HEADLINE).write_text(json.dumps(headline, indent=2) + "\n")
         rows.append(headline)
         print(f"{name}: {headline['figure']} ({headline['minutes']:.1f} min)", flush=True)
-        write_results_md(rows, results_md, (time.monotonic() - started) / 60)
+        write_results_md([args_for(n).out for n in everything], results_md)
     return rows
 
 
-def write_results_md(rows: list[dict], path: Path, minutes: float) -> None:
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def write_results_md(outs: list[Path], path: Path) -> None:
+    rows = []
+    for out in outs:
+        if (out / HEADLINE).exists():
+            row = json.loads((out / HEADLINE).read_text())
+            row["report"] = f"[report]({os.path.relpath(out / 'report.md', path.parent)})"
+            rows.append(row)
+    total = sum(r["minutes"] for r in rows)
     path.write_text(f"""# Load test results on this machine
 
-{today}; {machine()}. `python -m loadtests standard` ran the whole set in {minutes:.1f} minutes.
-The load generator runs on the same cores as the server; machine load average at the end
-{"/".join(f"{v:.1f}" for v in os.getloadavg())} (above 2 means other work shared the cores). Each scenario's
-report has its tables and plots.
+{machine()}. `python -m loadtests standard` runs the set (here {total:.1f} minutes in all).
+The load generator runs on the same cores as the server. `load_average` is the machine's 1/5/15-minute
+load when the scenario ended: above 2 means other work shared the 2 cores, and figures then vary from run
+to run. Each scenario's report has its tables and plots.
 
-{table(rows, ['scenario', 'figure', 'ok', 'minutes', 'report'])}
+{table(rows, ['scenario', 'figure', 'ok', 'date', 'minutes', 'load_average', 'report'])}
 """)

@@ -179,7 +179,7 @@ Verdict: **{'pass' if ok else 'FAIL'}**.
         load = run_open(server.url, make, rate, args.restart_duration, timeout_s=args.timeout)
         marks = {"restart": event_t, **({"ready": ready_at[0]} if ready_at else {})}
         return _phase("restart-app", load, event_t, marks, offered_per_s=rate,
-                      ready_after_s=(ready_at[0] - event_t) if ready_at else None)
+                      ready_after_s=round(ready_at[0] - event_t, 1) if ready_at else None)
 
 
 def _phase(name: str, load: LoadRun, event_t: float, marks: dict[str, float], **extra) -> dict:
