@@ -9,6 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from loadtests.generator import LoadRun, Outcome, Shot, require_loopback, run_closed, run_open
+from loadtests.procs import short_name
+from loadtests.scenarios.endurance import memory_growth, recovery_s
+from loadtests.scrape import batch_size_distribution
 from loadtests.stats import knee, linear_slope, percentile_ms
 
 
@@ -151,3 +154,24 @@ def test_summary_counts_images_of_good_answers_and_all_latencies() -> None:
 def test_knee_is_where_throughput_stops_rising() -> None:
     assert knee([1, 2, 4, 8, 16], [10, 19, 35, 36, 36]) == 4
     assert knee([1, 2], [10, 20]) is None
+
+
+def test_batch_size_distribution_turns_cumulative_buckets_into_counts() -> None:
+    before = {1.0: 10, 2.0: 12, 4.0: 12, float("inf"): 12}
+    after = {1.0: 15, 2.0: 20, 4.0: 23, float("inf"): 23}
+    assert batch_size_distribution(before, after) == {"1": 5, "2": 3, "4": 3, "+Inf": 0}
+
+
+def test_process_names_stay_put_while_ray_workers_run_methods() -> None:
+    busy = short_name("ray::ServeReplica:resfam:classifier-resnet50-1.handle_request_with_rejection")
+    assert busy == short_name("ray::ServeReplica:resfam:classifier-resnet50-1") == "ServeReplica:resfam:classifier-resnet50-1"
+    assert short_name("/venv/bin/python -m serve --config c.yaml") == "python serve"
+    assert short_name("/usr/lib/gcs_server --port 1") == "gcs_server"
+
+
+def test_recovery_is_when_throughput_returns_after_the_event() -> None:
+    # 10 images/s for 5 s, nothing for 4 s (the fault), then 10/s again until 15 s.
+    outcomes = [Outcome("", 1, t / 10, t / 10, t / 10, 200) for t in range(150) if not 50 <= t < 90]
+    load = LoadRun("closed", 1, 0.0, 15.0, outcomes)
+    assert recovery_s(load, event_t=5.0, baseline=10.0) == pytest.approx(4.0)
+    assert memory_growth([0, 60, 120, 180, 240, 300], [100, 500, 110, 120, 130, 140]) == pytest.approx(10.0)
