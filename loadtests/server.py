@@ -96,7 +96,8 @@ class LiveServer:
         return memory_by_process(self.pid)
 
     def replica_pids(self, deployment: str) -> list[int]:
-        """PIDs of this server's replicas of one deployment (process title `ray::ServeReplica:<app>:<name>`)."""
+        """PIDs of this server's replicas of the deployments whose name starts with `deployment` (process
+        title `ray::ServeReplica:<app>:<name>`; `classifier-<model>` matches with or without a version)."""
         marker = f"ServeReplica:resfam:{deployment}"
         return [p for p in process_tree(self.pid) if marker in title(p)]
 

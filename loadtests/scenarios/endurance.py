@@ -153,7 +153,7 @@ Verdict: **{'pass' if ok else 'FAIL'}**.
         victims: list[int] = []
 
         def kill() -> None:
-            pids = server.replica_pids(f"classifier-{DIGITS}-1")
+            pids = server.replica_pids(f"classifier-{DIGITS}")
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
                 victims.append(pids[0])
@@ -161,7 +161,7 @@ Verdict: **{'pass' if ok else 'FAIL'}**.
         _after(event_t, kill)
         load = run_closed(server.url, make, args.concurrency, args.kill_duration, timeout_s=args.timeout)
         return _phase("kill-replica", load, event_t, {"replica killed": event_t}, victims=victims,
-                      replicas_after=len(server.replica_pids(f"classifier-{DIGITS}-1")))
+                      replicas_after=len(server.replica_pids(f"classifier-{DIGITS}")))
 
     @staticmethod
     def _restart_app(args: argparse.Namespace, server: LiveServer, make) -> dict:
