@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import PROJECT_ROOT, build_app
 
     logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
+    # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
@@ -70,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     print("draining in-flight requests and shutting down", flush=True)
     drained = ray_serve.get_app_handle(APP_NAME).drain.remote(DRAIN_TIMEOUT_S).result()
     print(f"drained: {drained}", flush=True)
-    ray_serve.shutdown()
-    ray.shutdown()
+    if args.address is None:
+        # Our own local Ray: nothing is left in flight, so stop it at once. Serve's graceful shutdown
+        # would keep the proxy accepting connections for an app it is tearing down, and they would hang.
+        ray.shutdown()
+    else:
+        ray_serve.shutdown()  # a shared cluster outlives us: remove the app, leave Ray running
     return 0
 
 

@@ -87,19 +87,20 @@ def classifier_deployments(
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
-    classifiers = {}
+    classifiers, preprocess_in = {}, {}
     for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
         deployment = Classifier.options(name=name, **classifier_options(spec))
         inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")))
         classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub)
+        preprocess_in[artifact.key] = spec.preprocess_in
     # The experiment travels as user_config: changing it reconfigures the ingress without restarting it.
     fixed = config.model_copy(update={"experiment": None})
     feedback_path = str(config.feedback_path(base_dir).resolve())
     experiment = config.experiment.model_dump() if config.experiment else {}
     ingress = versioned(Ingress.options(user_config=experiment), fixed.model_dump_json(), str(repository),
-                        ",".join(classifiers), feedback_path)
-    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_path)
+                        ",".join(classifiers), feedback_path, repr(sorted(preprocess_in.items())))
+    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_path, preprocess_in)
 
 
 def app_builder(args: AppArgs) -> Application:

@@ -38,6 +38,10 @@ class ModelDeployment(_Strict):
     max_queued_requests: int = Field(64, ge=1)
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     precision: Literal["fp32", "fp16"] = "fp32"
+    # Where encoded images are decoded and preprocessed: the ingress's thread pool, or the replica's own thread.
+    # Replica: 5-8 % more images/s and lower p50 than the ingress for resnet50 on CPU (loadtests/results/
+    # placement.md): the ingress then ships ~50 KB of JPEG instead of a 602 KB tensor per image.
+    preprocess_in: Literal["ingress", "replica"] = "replica"
 
 
 class Limits(_Strict):

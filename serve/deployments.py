@@ -12,17 +12,15 @@ import ray
 from ray import serve as ray_serve
 from ray.serve.handle import DeploymentHandle
 
+from serve.batcher import ContinuousBatcher
 from serve.config import ModelDeployment
 from serve.inference import OnnxClassifier, create_session
 from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
+from serve.preprocess import decode_and_preprocess
 from serve.providers import plan_providers, tensorrt_libraries_present
 from serve.repository import load_artifact, verify_checksum
 
 log = logging.getLogger(__name__)
-
-
-def _images_in(items: list[tuple[np.ndarray, float]]) -> int:
-    return sum(len(images) for images, _ in items)
 
 
 @ray_serve.deployment(max_ongoing_requests=1000)
@@ -51,8 +49,7 @@ class Classifier:
                               spec.precision, tensorrt_libraries_present())
         self.model = OnnxClassifier(create_session(str(self.artifact.onnx_path), plan, spec.providers))
         self.providers = self.model.session.get_providers()
-        self.predict_batch.set_max_batch_size(spec.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
+        self.batcher = ContinuousBatcher(self.predict_batch, spec.max_batch_size, spec.batch_wait_timeout_s)
         self.input_shape = self.artifact.preprocessing.input_shape
         self.model.predict(np.zeros((1, *self.input_shape), np.float32))  # warm up before reporting ready
         self.metrics = ServeMetrics()
@@ -67,20 +64,30 @@ class Classifier:
             raise ValueError(f"expected (N, {self.input_shape}), got {images.shape}")
         step = self.spec.max_batch_size
         chunks = [images[i:i + step] for i in range(0, len(images), step)]
-        parts = await asyncio.gather(*(self.predict_batch((chunk, time.perf_counter())) for chunk in chunks))
+        parts = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
         return np.concatenate(parts)
 
-    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=_images_in)
-    async def predict_batch(self, items: list[tuple[np.ndarray, float]]) -> list[np.ndarray]:
+    async def predict_batch(self, calls: list[np.ndarray], enqueued: list[float]) -> np.ndarray:
+        """One ONNX Runtime run over the images of several calls, off the event loop."""
         started = time.perf_counter()
-        for images, enqueued in items:
-            self.metrics.queue_duration.labels(**self.labels).observe(started - enqueued)
-        batch = np.concatenate([images for images, _ in items])
+        for t in enqueued:
+            self.metrics.queue_duration.labels(**self.labels).observe(started - t)
+        batch = np.concatenate(calls)
         probs = await asyncio.to_thread(self.model.predict, batch)
         self.metrics.inference_duration.labels(**self.labels).observe(time.perf_counter() - started)
         self.metrics.batch_size.labels(**self.labels).observe(len(batch))
-        bounds = np.cumsum([len(images) for images, _ in items])[:-1]
-        return list(np.split(probs, bounds))
+        return probs
+
+    async def classify_encoded(self, images: list[bytes], max_pixels: int) -> np.ndarray:
+        """Decode and preprocess in this replica's worker threads (not the ingress's), then classify."""
+        spec = self.artifact.preprocessing
+        started = time.perf_counter()
+        arrays = await asyncio.gather(*(asyncio.to_thread(decode_and_preprocess, data, spec, max_pixels)
+                                        for data in images))
+        per_image = (time.perf_counter() - started) / len(images)
+        for _ in images:
+            self.metrics.preprocess_duration.labels(**self.labels).observe(per_image)
+        return await self(np.stack(arrays))
 
     def describe(self) -> dict:
         return {**self.artifact.summary(), "providers": self.providers}

@@ -48,3 +48,9 @@ class UnknownRequest(ApiError):
 
 class UnknownLabel(ApiError):
     status, code = 422, "unknown_label"
+
+
+class ReplicaUnavailable(Overloaded):
+    """The replica died mid-request (node lost, process killed); classifying is idempotent, so a retry is safe."""
+
+    code = "replica_unavailable"

@@ -12,22 +12,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.abreport import build_report
 from serve.config import ExperimentConfig, ServerConfig
 from serve import oip
 from serve.drain import DrainGate
-from serve.errors import ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge, UnknownRequest
+from serve.errors import (ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge, ReplicaUnavailable,
+                          UnknownRequest)
 from serve.experiment import Arm, assign
 from serve.feedback import MAX_FEEDBACK_BYTES, label_index, parse_feedback
 from serve.feedback_store import FeedbackStore, Prediction
 from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.postprocess import parse_k, top_k
-from serve.preprocess import Preprocessing, decode_image, preprocess
+from serve.preprocess import decode_and_preprocess
 from serve.repository import ModelArtifact, load_artifact, version_sort_key
 
 log = logging.getLogger(__name__)
@@ -76,18 +78,16 @@ async def _drain_gate(request: Request, call_next):
         gate.exit()
 
 
-def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
-    return preprocess(decode_image(data, max_pixels), spec)
-
-
 @ray_serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @ray_serve.ingress(app)
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
-                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_path: str) -> None:
+                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_path: str,
+                 preprocess_in: dict[str, str] | None = None) -> None:
         self.config = config
         self.repository = Path(repository)
         self.classifiers = classifiers
+        self.preprocess_in = preprocess_in or {}
         self.artifacts: dict[str, ModelArtifact] = {}
         for key in classifiers:
             name, version = key.split("/", 1)
@@ -162,24 +162,21 @@ class Ingress:
         except Exception:  # a full disk must not fail classification; feedback for it will get 404
             log.exception("could not record predictions of %s", request_id)
 
-    def _start_shadows(self, request_id: str, primary: ModelArtifact, batch: np.ndarray,
-                       images: list[bytes], probs: np.ndarray) -> None:
+    def _start_shadows(self, request_id: str, images: list[bytes], probs: np.ndarray) -> None:
         """Mirror the request to every other arm, off the response path: nothing is awaited here."""
         top1 = [int(p.argmax()) for p in probs]
         for arm in self.arms:
             if arm.name != self.experiment.primary_arm:
                 task = asyncio.get_running_loop().create_task(
-                    self._shadow(request_id, arm.name, primary, batch, images, top1))
+                    self._shadow(request_id, arm.name, images, top1))
                 self.shadow_tasks.add(task)
                 task.add_done_callback(self.shadow_tasks.discard)
 
-    async def _shadow(self, request_id: str, arm: str, primary: ModelArtifact, batch: np.ndarray,
-                      images: list[bytes], primary_top1: list[int]) -> None:
+    async def _shadow(self, request_id: str, arm: str, images: list[bytes], primary_top1: list[int]) -> None:
         started = time.perf_counter()
         try:
             artifact = self.resolve(arm)
-            probs = await asyncio.wait_for(self._shadow_infer(artifact, primary, batch, images),
-                                           self.experiment.shadow_timeout_s)
+            probs = await asyncio.wait_for(self._classify_encoded(images, artifact), self.experiment.shadow_timeout_s)
         except asyncio.TimeoutError:
             self.metrics.shadow_errors.labels(arm, "timeout").inc()
             return
@@ -202,16 +199,28 @@ class Ingress:
         except Exception:
             log.exception("could not record shadow predictions of %s", request_id)
 
-    async def _shadow_infer(self, artifact: ModelArtifact, primary: ModelArtifact, batch: np.ndarray,
-                            images: list[bytes]) -> np.ndarray:
-        same_input = artifact.preprocessing == primary.preprocessing
-        return await self._infer(artifact, batch if same_input else await self._prepare(images, artifact))
-
     async def _infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
+        return await self._call(artifact, self.classifiers[artifact.key].remote(batch))
+
+    async def _classify_encoded(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
+        """Probabilities for encoded images, preprocessed where the model's `preprocess_in` says."""
+        if self.preprocess_in.get(artifact.key) == "replica":
+            handle = self.classifiers[artifact.key]
+            return await self._call(artifact, handle.classify_encoded.remote(images, self.config.limits.max_pixels))
+        return await self._infer(artifact, await self._prepare(images, artifact))
+
+    @staticmethod
+    async def _call(artifact: ModelArtifact, response: DeploymentResponse) -> np.ndarray:
         try:
-            return await self.classifiers[artifact.key].remote(batch)
+            return await response
         except BackPressureError:
             raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+        except RayActorError:
+            raise ReplicaUnavailable(f"a replica of {artifact.key} was lost during the request; retry") from None
+        except RayTaskError as exc:  # a replica's ApiError (a bad image it decoded) is the client's error
+            if isinstance(exc.cause, ApiError):
+                raise exc.cause from None
+            raise
 
     @app.post("/classify")
     async def classify(self, request: Request, k: str | None = None, model: str | None = None) -> Response:
@@ -225,8 +234,7 @@ class Ingress:
             labels.update(model=artifact.name, version=artifact.version, arm=arm or "")
             top = parse_k(k, len(artifact.labels))
             images = await read_images(request, self.config.limits)
-            batch = await self._prepare(images, artifact)
-            probs = await self._infer(artifact, batch)
+            probs = await self._classify_encoded(images, artifact)
             results = [top_k(p, top, artifact.labels) for p in probs]
             for p in probs:
                 self.metrics.confidence.labels(artifact.name, arm or "").observe(float(p.max()))
@@ -234,7 +242,7 @@ class Ingress:
             request_id = uuid.uuid4().hex
             await self._remember(request_id, arm or "", artifact, probs, time.perf_counter() - started)
             if arm is not None and self.experiment.mode == "shadow":
-                self._start_shadows(request_id, artifact, batch, images, probs)
+                self._start_shadows(request_id, images, probs)
             body = {"request_id": request_id, "model": artifact.summary(), "arm": arm}
             if len(images) == 1:
                 body["predictions"] = results[0]
@@ -356,11 +364,10 @@ class Ingress:
                 if len(parsed.images) > self.config.limits.max_images_per_request:
                     raise PayloadTooLarge(f"{len(parsed.images)} images; the limit is "
                                           f"{self.config.limits.max_images_per_request}")
-                batch = await self._prepare(parsed.images, artifact)
+                probs = await self._classify_encoded(parsed.images, artifact)
             else:
-                batch = parsed.tensor
-            probs = await self._infer(artifact, batch)
-            self.metrics.images.labels(artifact.name, artifact.version).inc(len(batch))
+                probs = await self._infer(artifact, parsed.tensor)
+            self.metrics.images.labels(artifact.name, artifact.version).inc(len(probs))
             response: Response = JSONResponse(oip.infer_response(artifact, parsed, probs))
         except ApiError as exc:
             response = oip_error(exc)

@@ -112,3 +112,8 @@ def preprocess(img: Image.Image, spec: Preprocessing) -> np.ndarray:
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray((arr - mean) / std)
+
+
+def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
+    """Encoded bytes -> model input; the one function both preprocessing placements run."""
+    return preprocess(decode_image(data, max_pixels), spec)

@@ -3,6 +3,7 @@ and shutdown drains the requests already in flight. One server for the module; t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -136,6 +137,19 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(tight, pngs):
     assert set(statuses) <= {200, 503} and refused and len(refused) < len(answers), statuses
     assert all(r.headers["Retry-After"] == "1" and r.json()["error"]["code"] == "overloaded" for r in refused)
     assert httpx.post(f"{live.url}/classify", files=files, timeout=60).status_code == 200
+
+
+def test_a_killed_replica_costs_at_most_its_requests_and_they_get_a_retryable_503(live, pngs):
+    with Load(live.url, pngs[0]) as load:
+        time.sleep(2)
+        victim = live.replica_pids(f"classifier-{MODEL}")[0]
+        killed_at = len(load.answers)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(15)  # Ray Serve notices, replaces the replica; the survivor serves meanwhile
+    failures = [a for a in load.answers[killed_at:] if a[0] != 200]
+    assert len(failures) <= len(load.threads), failures
+    assert all(status == 503 and "replica_unavailable" in text for status, text in failures), failures
+    assert all(status == 200 for status, _ in load.answers[-20:])
 
 
 def test_shutdown_drains_requests_in_flight(live, pngs):

@@ -1,0 +1,146 @@
+"""Start and stop `python -m serve --config F` as a user would; shared by the scenarios and the test suite."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from loadtests.procs import memory_by_process, process_tree, rss_bytes, title
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_config(port: int, state_dir: Path | None = None) -> dict:
+    """The shipped serve/config.yaml with an absolute repository, the given port and its own feedback store
+    (kept out of the project's .state/)."""
+    config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    config["model_repository"] = str(ROOT / "models")
+    config["http"]["port"] = port
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="resfam-state-"))
+    config.setdefault("feedback", {})["path"] = str(state_dir / "feedback.sqlite")
+    return config
+
+
+class LiveServer:
+    """One server process and its config file; ready when GET /v2/health/ready answers 200."""
+
+    def __init__(self, config: dict, workdir: Path) -> None:
+        self.config = config
+        self.port = config["http"]["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180) -> float:
+        """Start and wait until ready; returns the seconds it took."""
+        started = time.monotonic()
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serve", "--config", str(self.config_path)],
+            cwd=ROOT, env=env, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = started + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
+            if self.ready():
+                return time.monotonic() - started
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not ready in {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # the server drains and stops Ray itself
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def reload(self, config: dict, timeout_s: float = 180) -> None:
+        """Write a new config and SIGHUP the server, as an operator would; wait until it is deployed."""
+        deployed = self.log_path.read_text().count("resfam-serve ready")
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while self.log_path.read_text().count("resfam-serve ready") == deployed:
+            if time.monotonic() > deadline or "reload failed" in self.log_path.read_text():
+                raise RuntimeError(f"reload did not finish:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    def __enter__(self) -> "LiveServer":
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "server not started"
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        """Summed RSS of the whole server process tree (driver, Ray daemons, replicas)."""
+        return sum(rss_bytes(p) for p in process_tree(self.pid)) / 1e6
+
+    def memory_by_process(self) -> dict[str, float]:
+        return memory_by_process(self.pid)
+
+    def replica_pids(self, deployment: str) -> list[int]:
+        """PIDs of this server's replicas of the deployments whose name starts with `deployment` (process
+        title `ray::ServeReplica:<app>:<name>`; `classifier-<model>` matches with or without a version)."""
+        marker = f"ServeReplica:resfam:{deployment}"
+        return [p for p in process_tree(self.pid) if marker in title(p)]
+
+
+class ServerPool:
+    """At most one server at a time, reused while consecutive scenarios ask for the same config."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.current: LiveServer | None = None
+        self.starts = 0
+
+    def get(self, config: dict) -> LiveServer:
+        """A ready server for `config` (its http.port is chosen here)."""
+        wanted = {**config, "http": {**config.get("http", {}), "port": 0}}
+        if self.current is not None:
+            running = {**self.current.config, "http": {**self.current.config["http"], "port": 0}}
+            if running == wanted and self.current.ready():
+                return self.current
+            self.close()
+        self.starts += 1
+        config = {**config, "http": {"host": "127.0.0.1", "port": free_port()}}
+        self.current = LiveServer(config, self.workdir / f"server-{self.starts}")
+        self.current.start()
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None

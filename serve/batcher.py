@@ -1,0 +1,77 @@
+"""Dynamic batching for one model worker: while a batch runs, calls queue; the next batch takes them all.
+
+Ray Serve's `@serve.batch` (2.60) forms the next batch as soon as the running one *starts* and only then
+waits for it, so under steady load its batches stay the size of one arrival window (mostly 1 on
+ResNet-50 at concurrency 8 here; loadtests/results/batching). This batcher forms a batch only when the
+worker is free: everything queued by then, up to `max_batch_size` images, waiting up to
+`batch_wait_timeout_s` for more only while the batch is not full.
+"""
+import asyncio
+import time
+from typing import Awaitable, Callable
+
+import numpy as np
+
+# (images, enqueued at) of every call in the batch -> probabilities of the concatenated images
+BatchRunner = Callable[[list[np.ndarray], list[float]], Awaitable[np.ndarray]]
+
+
+class ContinuousBatcher:
+    def __init__(self, run: BatchRunner, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        self.run = run
+        self.max_batch_size = max_batch_size
+        self.wait_s = batch_wait_timeout_s
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.carried: tuple | None = None  # a call that did not fit the last batch goes first in the next
+        self.worker: asyncio.Task | None = None
+
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for `images` (at most `max_batch_size` of them), computed in some batch."""
+        if len(images) > self.max_batch_size:
+            raise ValueError(f"{len(images)} images exceed max_batch_size {self.max_batch_size}")
+        loop = asyncio.get_running_loop()
+        if self.worker is None or self.worker.done():
+            self.worker = loop.create_task(self._work())
+        future = loop.create_future()
+        self.queue.put_nowait((images, time.perf_counter(), future))
+        return await future
+
+    async def _next_batch(self) -> list[tuple]:
+        first, self.carried = self.carried or await self.queue.get(), None
+        batch, size = [first], len(first[0])
+        deadline = time.perf_counter() + self.wait_s
+        while size < self.max_batch_size:
+            if self.queue.empty():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            else:
+                item = self.queue.get_nowait()
+            if size + len(item[0]) > self.max_batch_size:
+                self.carried = item
+                break
+            batch.append(item)
+            size += len(item[0])
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            live = [item for item in batch if not item[2].done()]  # callers that gave up are skipped
+            if not live:
+                continue
+            try:
+                probs = await self.run([images for images, _, _ in live], [enqueued for _, enqueued, _ in live])
+            except Exception as exc:  # every caller in the batch gets the error; the worker goes on
+                for _, _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            bounds = np.cumsum([len(images) for images, _, _ in live])[:-1]
+            for (_, _, future), part in zip(live, np.split(probs, bounds)):
+                if not future.done():
+                    future.set_result(part)
