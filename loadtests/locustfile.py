@@ -1,7 +1,6 @@
 """The same scenarios for Locust users: `locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`.
 
-Untested here: Locust is not installed on this machine (not in the local package index). Written against
-Locust 2.x's documented API (HttpUser, task, tag, constant, constant_throughput, catch_response).
+tests/test_locustfile.py runs it headless against the live server (every task, no failure).
 Pick a scenario with `--tags`: single, multi-image, mixed-models, ab, bad-inputs. Locust users are a
 closed loop; `LOCUST_RATE` (requests/s per user) paces them with constant_throughput, which approximates
 an open loop only while the server keeps up (Locust measures from the actual send, not the schedule, so
