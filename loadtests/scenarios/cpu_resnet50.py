@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--batches", default="1,4,8,16", help="in-process batch sizes; the best counts")
     parser.add_argument("--preprocess-in", default="replica", choices=["ingress", "replica"])
+    parser.add_argument("--replicas", type=int, default=1, help="classifier replicas")
+    parser.add_argument("--replica-cpus", type=float, default=NUM_CPUS,
+                        help="CPUs (and so ONNX Runtime threads) per replica")
 
 
 def ensure_model() -> None:
@@ -67,10 +70,10 @@ def best_of(*rounds: list[BatchFigure]) -> dict:
             "single_image_ms": single.latency_ms}
 
 
-def server_config(preprocess_in: str) -> dict:
+def server_config(preprocess_in: str, replicas: int = 1, replica_cpus: float = NUM_CPUS) -> dict:
     return {
         "model_repository": str(CACHE), "default_model": MODEL,
-        "models": [{"name": MODEL, "version": VERSION, "num_cpus": NUM_CPUS, "max_batch_size": 16,
+        "models": [{"name": MODEL, "version": VERSION, "replicas": replicas, "num_cpus": replica_cpus, "max_batch_size": 16,
                     "batch_wait_timeout_s": 0.005, "max_queued_requests": 256, "preprocess_in": preprocess_in}],
     }
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     local = InProcess()
     first_round = local.round(batch_sizes)
     best_batch = max(first_round, key=lambda f: f.images_per_s).batch
-    server = pool.get(server_config(args.preprocess_in))
+    server = pool.get(server_config(args.preprocess_in, args.replicas, args.replica_cpus))
     make = image_shots(jpeg_photos(), "image/jpeg")
     warm_up(server.url, make, seconds=5)
     before = batch_size_buckets(server.url)
