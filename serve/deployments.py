@@ -16,7 +16,7 @@ from serve.batcher import ContinuousBatcher
 from serve.config import ModelDeployment
 from serve.inference import OnnxClassifier, create_session
 from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
-from serve.preprocess import decode_and_preprocess
+from serve.preprocess import decode_and_preprocess_all
 from serve.providers import plan_providers, tensorrt_libraries_present
 from serve.repository import load_artifact, verify_checksum
 
@@ -80,14 +80,10 @@ class Classifier:
 
     async def classify_encoded(self, images: list[bytes], max_pixels: int) -> np.ndarray:
         """Decode and preprocess in this replica's worker threads (not the ingress's), then classify."""
-        spec = self.artifact.preprocessing
-        started = time.perf_counter()
-        arrays = await asyncio.gather(*(asyncio.to_thread(decode_and_preprocess, data, spec, max_pixels)
-                                        for data in images))
-        per_image = (time.perf_counter() - started) / len(images)
+        batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels)
         for _ in images:
             self.metrics.preprocess_duration.labels(**self.labels).observe(per_image)
-        return await self(np.stack(arrays))
+        return await self(batch)
 
     def describe(self) -> dict:
         return {**self.artifact.summary(), "providers": self.providers}

@@ -29,7 +29,7 @@ from serve.feedback_store import FeedbackStore, Prediction
 from serve.http_input import read_body, read_images
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.postprocess import parse_k, top_k
-from serve.preprocess import decode_and_preprocess
+from serve.preprocess import decode_and_preprocess_all
 from serve.repository import ModelArtifact, load_artifact, version_sort_key
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,11 @@ class Ingress:
         return max(versions, key=lambda a: version_sort_key(a.version))
 
     async def _prepare(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        spec, max_pixels = artifact.preprocessing, self.config.limits.max_pixels
-        started = time.perf_counter()
-        arrays = await asyncio.gather(*(
-            loop.run_in_executor(self.executor, decode_and_preprocess, data, spec, max_pixels) for data in images))
-        per_image = (time.perf_counter() - started) / len(images)
+        batch, per_image = await decode_and_preprocess_all(images, artifact.preprocessing,
+                                                           self.config.limits.max_pixels, self.executor)
         for _ in images:
             self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
-        return np.stack(arrays)
+        return batch
 
     async def _in_store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.store_executor, fn, *args)
