@@ -33,12 +33,15 @@ def to_yaml(documents: list[dict[str, Any]]) -> str:
     return yaml.dump_all(documents, Dumper=ManifestDumper, sort_keys=False, width=120)
 
 
-def _ray_container(name: str, image: str, resources: dict[str, str], ports: list[dict]) -> dict[str, Any]:
+def _ray_container(name: str, image: str, resources: dict[str, str], ports: list[dict],
+                   environment: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": ports,
+        # Ray Serve reads its ingress flags (serve/ray_env.py) when Ray starts in the pod.
+        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": RAY_UID},
         "volumeMounts": [{"name": "ray-logs", "mountPath": "/tmp/ray"}],
@@ -59,7 +62,7 @@ def _pod_template(container: dict[str, Any], variant: Variant, gpu_node: bool) -
     return {"metadata": {"labels": dict(APP_LABEL)}, "spec": spec}
 
 
-def head_group(variant: Variant, image: str) -> dict[str, Any]:
+def head_group(variant: Variant, image: str, environment: dict[str, str]) -> dict[str, Any]:
     """The head runs the Serve controller, a proxy and the ingress; no GPU, no classifier replicas."""
     ports = [
         {"name": "gcs", "containerPort": 6379},
@@ -68,7 +71,7 @@ def head_group(variant: Variant, image: str) -> dict[str, Any]:
         {"name": "serve", "containerPort": SERVE_PORT},
         {"name": "metrics", "containerPort": METRICS_PORT},
     ]
-    container = _ray_container("ray-head", image, HEAD_RESOURCES, ports)
+    container = _ray_container("ray-head", image, HEAD_RESOURCES, ports, environment)
     return {
         # num-cpus 0: replicas that need a CPU go to workers; the 0-CPU ingress and metrics hub may stay.
         "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "metrics-export-port": str(METRICS_PORT)},
@@ -76,9 +79,9 @@ def head_group(variant: Variant, image: str) -> dict[str, Any]:
     }
 
 
-def worker_group(variant: Variant, image: str) -> dict[str, Any]:
+def worker_group(variant: Variant, image: str, environment: dict[str, str]) -> dict[str, Any]:
     ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
-    container = _ray_container("ray-worker", image, variant.worker_resources, ports)
+    container = _ray_container("ray-worker", image, variant.worker_resources, ports, environment)
     return {
         "groupName": f"{variant.name}-workers",
         "replicas": 1,
@@ -89,7 +92,8 @@ def worker_group(variant: Variant, image: str) -> dict[str, Any]:
     }
 
 
-def ray_service(variant: Variant, serve_config_yaml: str, image_repository: str = IMAGE_REPOSITORY) -> dict[str, Any]:
+def ray_service(variant: Variant, serve_config_yaml: str, environment: dict[str, str],
+                image_repository: str = IMAGE_REPOSITORY) -> dict[str, Any]:
     image = variant.image(image_repository)
     return {
         "apiVersion": "ray.io/v1",
@@ -104,8 +108,8 @@ def ray_service(variant: Variant, serve_config_yaml: str, image_repository: str 
                 # Serve autoscaling asks for replicas; the in-tree autoscaler adds worker pods to host them.
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
-                "headGroupSpec": head_group(variant, image),
-                "workerGroupSpecs": [worker_group(variant, image)],
+                "headGroupSpec": head_group(variant, image, environment),
+                "workerGroupSpecs": [worker_group(variant, image, environment)],
             },
         },
     }

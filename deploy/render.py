@@ -6,6 +6,7 @@ import yaml
 
 from serve.app import PROJECT_ROOT
 from serve.config import load_config
+from serve.ray_env import serve_environment
 
 from deploy import dashboard, manifests
 from deploy.serve_config import IMAGE_APP_DIR, serve_config
@@ -38,7 +39,7 @@ def render(config_path: Path = DEFAULT_CONFIG, image_repository: str = IMAGE_REP
         serve_yaml = yaml.safe_dump(serve_config(config, f"{IMAGE_APP_DIR}/{config_rel}", variant), sort_keys=False)
         head = _header(config_rel)
         files[f"k8s/{variant.name}/rayservice.yaml"] = head + manifests.to_yaml(
-            [manifests.ray_service(variant, serve_yaml, image_repository)])
+            [manifests.ray_service(variant, serve_yaml, serve_environment(config.http.proxy), image_repository)])
         files[f"k8s/{variant.name}/service.yaml"] = head + manifests.to_yaml([manifests.serve_service()])
         files[f"k8s/{variant.name}/podmonitors.yaml"] = head + manifests.to_yaml(manifests.pod_monitors())
     files["grafana/resfam-serve.json"] = json.dumps(dashboard.dashboard(), indent=2) + "\n"

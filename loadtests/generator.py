@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from loadtests.stats import percentile_ms
 
@@ -108,28 +108,40 @@ def require_loopback(url: str) -> None:
         raise ValueError(f"load is only sent to loopback, not to {host!r}")
 
 
-async def _send(client: httpx.AsyncClient, shot: Shot, intended: float, keep_answers: bool,
+async def _send(client: aiohttp.ClientSession, shot: Shot, intended: float, keep_answers: bool,
                 timeout_s: float) -> Outcome:
-    """One request, given up after `timeout_s` in all (httpx's own timeouts apply per phase, not in total)."""
+    """One request, given up after `timeout_s` in all."""
     sent = time.perf_counter()
     try:
-        response = await asyncio.wait_for(client.request(
-            shot.method, shot.path, content=shot.content, files=shot.files, headers=shot.headers,
-            params=shot.params), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            async with client.request(shot.method, shot.path, data=_body(shot), headers=shot.headers,
+                                      params=shot.params) as response:
+                content = await response.read()
         done = time.perf_counter()
         answer = None
-        if keep_answers and response.headers.get("content-type", "").startswith("application/json"):
-            answer = json.loads(response.content)
-        error = None if response.is_success else response.text[:200]
-        return Outcome(shot.tag, shot.images, intended, sent, done, response.status_code, error, answer)
-    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        if keep_answers and response.content_type == "application/json":
+            answer = json.loads(content)
+        error = None if response.ok else content[:200].decode(errors="replace")
+        return Outcome(shot.tag, shot.images, intended, sent, done, response.status, error, answer)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return Outcome(shot.tag, shot.images, intended, sent, time.perf_counter(), 0, f"{type(exc).__name__}: {exc}")
 
 
-def _client(url: str, connections: int, timeout_s: float) -> httpx.AsyncClient:
+def _body(shot: Shot) -> bytes | aiohttp.FormData | None:
+    if shot.files is None:
+        return shot.content
+    form = aiohttp.FormData()
+    for field_name, (filename, data, content_type) in shot.files:
+        form.add_field(field_name, data, filename=filename, content_type=content_type)
+    return form
+
+
+def _client(url: str, connections: int, timeout_s: float) -> aiohttp.ClientSession:
+    """aiohttp rather than httpx: the generator shares the server's cores, and per request aiohttp spends
+    about 0.2 ms of CPU where httpx spends 1.5 to 2 ms (measured here against a trivial local server)."""
     require_loopback(url)
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits)
+    return aiohttp.ClientSession(base_url=url, connector=aiohttp.TCPConnector(limit=connections),
+                                 timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
 async def closed_loop(url: str, make: ShotFactory, concurrency: int, duration_s: float,

@@ -135,7 +135,7 @@ class ServerPool:
                 return self.current
             self.close()
         self.starts += 1
-        config = {**config, "http": {"host": "127.0.0.1", "port": free_port()}}
+        config = {**config, "http": {**config.get("http", {}), "host": "127.0.0.1", "port": free_port()}}
         self.current = LiveServer(config, self.workdir / f"server-{self.starts}")
         self.current.start()
         return self.current

@@ -39,11 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve as ray_serve
 
     from serve.app import PROJECT_ROOT, build_app
+    from serve.ray_env import local_haproxy_ports, serve_environment
 
     logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
     # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
     os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.update(serve_environment(config.http.proxy))
+    if config.http.proxy == "haproxy" and args.address is None:
+        for name, port in local_haproxy_ports().items():
+            os.environ.setdefault(name, port)
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}

@@ -53,6 +53,10 @@ class Limits(_Strict):
 class HttpOptions(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # What answers on host:port. haproxy: Ray Serve's HAProxy ingress forwards to the ingress replica, which
+    # serves HTTP itself (one hop less than Ray's Python proxy, and replicas call each other over gRPC).
+    # ray: Ray Serve's Python proxy. Measured in loadtests/results/proxy.md.
+    proxy: Literal["haproxy", "ray"] = "haproxy"
 
 
 class ArmSpec(_Strict):

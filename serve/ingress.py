@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve.abreport import build_report
 from serve.config import ExperimentConfig, ServerConfig
 from serve import oip
-from serve.drain import DrainGate
+from serve.drain import DrainGate, DrainMiddleware
 from serve.errors import (ApiError, BadParameter, ModelNotFound, Overloaded, PayloadTooLarge, ReplicaUnavailable,
                           UnknownRequest)
 from serve.experiment import Arm, assign
@@ -63,19 +63,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 # Paths that keep answering while draining: probes and scrapes must see the shutdown, not a refusal.
-ALWAYS_OPEN = ("/v2/health/", "/metrics")
-
-
-@app.middleware("http")
-async def _drain_gate(request: Request, call_next):
-    gate: DrainGate = request.app.state.drain
-    if gate.closed and not request.url.path.startswith(ALWAYS_OPEN):
-        return error_response(Overloaded("the server is shutting down; retry on another instance"))
-    gate.enter()
-    try:
-        return await call_next(request)
-    finally:
-        gate.exit()
+app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
+                   refusal=lambda: error_response(Overloaded("the server is shutting down; retry on another instance")))
 
 
 @ray_serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)

@@ -17,6 +17,7 @@ from deploy.render import DEPLOY_DIR, render, stale_files
 from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
 from serve.config import load_config
+from serve.ray_env import serve_environment
 from tests import k8s_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,3 +207,13 @@ def test_service_and_monitors_reach_the_named_ports(variant):
                for ep in m["spec"]["podMetricsEndpoints"]}
     assert scraped == {"metrics", "serve"} and scraped <= head_ports.keys()
     assert head_ports["metrics"] == int(cluster["headGroupSpec"]["rayStartParams"]["metrics-export-port"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_ray_pod_starts_with_the_configured_front_door(variant):
+    cluster = ray_service(variant)["spec"]["rayClusterConfig"]
+    wanted = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
+    assert wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the shipped config serves through HAProxy
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        assert {e["name"]: e["value"] for e in container["env"]} == wanted

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from loadtests.procs import process_tree, title
 from resfam.data import digits
 from tests.conftest import ROOT, LiveServer, default_config, free_port
 from tests.images import encode
@@ -162,6 +163,8 @@ def test_shutdown_drains_requests_in_flight(live, pngs):
             sent.wait()
             return client.post(f"{live.url}/classify", files=files).status_code
 
+    server_processes = process_tree(live.pid)
+    assert any("haproxy" in title(p) for p in server_processes), "the shipped config serves through HAProxy"
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post, i) for i in range(8)]
         sent.wait()
@@ -170,3 +173,7 @@ def test_shutdown_drains_requests_in_flight(live, pngs):
         statuses = [f.result() for f in futures]
     assert statuses == [200] * 8
     assert live.process.wait(timeout=90) == 0
+    deadline = time.monotonic() + 15  # Ray's workers exit on their own once their raylet is gone
+    while (left := [title(p) for p in server_processes if title(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes outlived the server: {left}"

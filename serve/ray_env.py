@@ -1,0 +1,46 @@
+"""Flags for Ray's own processes. Ray Serve reads them when its controller, proxies and replicas start,
+so they must be in the environment Ray starts with: set by `python -m serve` before it starts a local
+Ray, and in the pod spec on a cluster (deploy/)."""
+from __future__ import annotations
+
+import random
+import socket
+
+HAPROXY = {
+    # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy on every node in place of the Python proxy,
+    # ingress replicas serving HTTP directly, gRPC between replicas, user code on the replica's own loop.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+}
+RAY_PROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+
+
+def serve_environment(proxy: str) -> dict[str, str]:
+    """The flags for `http.proxy`; they replace whatever the caller's environment says."""
+    return dict(HAPROXY if proxy == "haproxy" else RAY_PROXY)
+
+
+# Below the kernel's ephemeral range (32768+), which hands released ports straight back out to Ray's own
+# connections, and clear of Ray's worker ports (10002-19999) and direct-ingress ports (30000-31000).
+SPARE_PORTS = range(21000, 30000)
+
+
+def _spare_ports(count: int) -> list[int]:
+    found = []
+    for port in random.sample(SPARE_PORTS, len(SPARE_PORTS)):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"no free ports in {SPARE_PORTS}")
+
+
+def local_haproxy_ports() -> dict[str, str]:
+    """HAProxy's stats page and Prometheus exporter listen on fixed ports by default (8404, 9101), so a
+    second server on one host would fail to start: a local server takes spare ones instead."""
+    stats, metrics = _spare_ports(2)
+    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats), "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
