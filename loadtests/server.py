@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,15 +12,16 @@ from pathlib import Path
 import httpx
 import yaml
 
+from serve.ray_env import spare_ports
 from loadtests.procs import memory_by_process, process_tree, rss_bytes, title
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Not an ephemeral port (the kernel hands those straight back out, and Ray's agents take fixed ones
+    there, such as 52365): a server's port must still be free when its front door binds it."""
+    return spare_ports(1)[0]
 
 
 def default_config(port: int, state_dir: Path | None = None) -> dict:

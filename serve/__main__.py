@@ -6,14 +6,20 @@ so a new model version or new batching settings go live under load. SIGINT/SIGTE
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serve.config import ConfigError, ServerConfig, load_config
+from serve.ray_env import local_haproxy_ports, serve_environment
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
 
 APP_NAME = "resfam"
 DRAIN_TIMEOUT_S = 30.0
@@ -28,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def drain(ingress: DeploymentHandle) -> dict:
+    """Awaited in an event loop: in Ray Serve's throughput mode a handle routes on the caller's own loop."""
+    return await ingress.drain.remote(DRAIN_TIMEOUT_S)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -35,20 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import ray
-    from ray import serve as ray_serve
-
-    from serve.app import PROJECT_ROOT, build_app
-    from serve.ray_env import local_haproxy_ports, serve_environment
-
-    logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    # Ray Serve reads its flags when imported, here and in every process Ray starts: set them first.
     # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
     # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.update(serve_environment(config.http.proxy))
     if config.http.proxy == "haproxy" and args.address is None:
-        for name, port in local_haproxy_ports().items():
+        for name, port in local_haproxy_ports(config.http.port).items():
             os.environ.setdefault(name, port)
+    import ray
+    from ray import serve as ray_serve
+
+    from serve.app import PROJECT_ROOT, build_app
+
+    logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a bad new config must not take down the running one
             print(f"error: reload failed, still serving the previous config: {exc}", file=sys.stderr, flush=True)
     print("draining in-flight requests and shutting down", flush=True)
-    drained = ray_serve.get_app_handle(APP_NAME).drain.remote(DRAIN_TIMEOUT_S).result()
+    drained = asyncio.run(drain(ray_serve.get_app_handle(APP_NAME)))
     print(f"drained: {drained}", flush=True)
     if args.address is None:
         # Our own local Ray: nothing is left in flight, so stop it at once. Serve's graceful shutdown

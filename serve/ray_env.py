@@ -25,9 +25,12 @@ def serve_environment(proxy: str) -> dict[str, str]:
 SPARE_PORTS = range(21000, 30000)
 
 
-def _spare_ports(count: int) -> list[int]:
+def spare_ports(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """`count` ports nothing listens on now, from SPARE_PORTS."""
     found = []
     for port in random.sample(SPARE_PORTS, len(SPARE_PORTS)):
+        if port in avoid:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))
@@ -39,8 +42,8 @@ def _spare_ports(count: int) -> list[int]:
     raise RuntimeError(f"no free ports in {SPARE_PORTS}")
 
 
-def local_haproxy_ports() -> dict[str, str]:
+def local_haproxy_ports(http_port: int) -> dict[str, str]:
     """HAProxy's stats page and Prometheus exporter listen on fixed ports by default (8404, 9101), so a
     second server on one host would fail to start: a local server takes spare ones instead."""
-    stats, metrics = _spare_ports(2)
+    stats, metrics = spare_ports(2, avoid=(http_port,))
     return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats), "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}

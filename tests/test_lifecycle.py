@@ -62,7 +62,7 @@ def live(tmp_path_factory) -> LiveServer:
 
 @pytest.fixture
 def tight(tmp_path_factory) -> LiveServer:
-    """Two queued requests at most beyond the replicas' 2 x 8 ongoing ones."""
+    """Two queued requests at most beyond the replicas' 2 x 16 ongoing ones."""
     server = _start(tmp_path_factory.mktemp("tight"), max_queued=2)
     yield server
     server.stop()
@@ -124,7 +124,7 @@ def test_rollout_of_a_new_version_and_batching_drops_no_request(live, pngs):
 
 
 def test_full_queue_answers_503_with_retry_after_and_recovers(tight, pngs):
-    """16-image requests from 48 clients against 2 x 8 ongoing + 2 queued: the rest are refused, not queued."""
+    """16-image requests from 48 clients against 2 x 16 ongoing + 2 queued: the rest are refused, not queued."""
     live = tight
     files = [("file", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
 

@@ -28,7 +28,8 @@ from ray._private.state import actors
 from deploy.serve_config import serve_config
 from deploy.variants import VARIANTS
 from serve.app import classifier_deployments
-from serve.config import parse_config
+from serve.config import load_config, parse_config
+from serve.ray_env import local_haproxy_ports, serve_environment
 
 from tests.conftest import free_port
 from tests.images import photo_bytes
@@ -85,7 +86,10 @@ class RayNode:
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--runtime-env-agent-port={runtime_env}", *args]
         # PYTHONPATH: replicas import serve.app:app_builder from this checkout (the image pip-installs it).
-        env = {**os.environ, **FAST_HEALTH_CHECKS, "PYTHONPATH": str(ROOT)}
+        # The front door's flags, as the rendered pod spec sets them (deploy/manifests.py).
+        front_door = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
+        env = {**os.environ, **FAST_HEALTH_CHECKS, **front_door, **local_haproxy_ports(http_port=0),
+               "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
