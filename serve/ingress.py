@@ -62,7 +62,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return error_response(BadParameter(f"invalid request: {exc.errors()}"))
 
 
-# Paths that keep answering while draining: probes and scrapes must see the shutdown, not a refusal.
 app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
                    refusal=lambda: error_response(Overloaded("the server is shutting down; retry on another instance")))
 

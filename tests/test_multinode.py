@@ -29,7 +29,7 @@ from deploy.serve_config import serve_config
 from deploy.variants import VARIANTS
 from serve.app import classifier_deployments
 from serve.config import load_config, parse_config
-from serve.ray_env import local_haproxy_ports, serve_environment
+from serve.ray_env import local_haproxy_ports, serve_environment, spare_ports
 
 from tests.conftest import free_port
 from tests.images import photo_bytes
@@ -54,13 +54,6 @@ FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_tim
                       "RAY_health_check_failure_threshold": "3"}
 
 
-def distinct_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return list(ports)
-
-
 def pids_under(temp_dir: Path) -> list[int]:
     """Processes whose command line names this test's own Ray temp dir (raylet, gcs, workers)."""
     found = []
@@ -79,7 +72,7 @@ class RayNode:
     def __init__(self, temp_dir: Path, args: list[str], log: Path) -> None:
         self.temp_dir = temp_dir  # one per node, so its processes can be told apart by their command line
         temp_dir.mkdir()
-        node_manager, object_manager, self.metrics_port, agent, agent_grpc, runtime_env = distinct_ports(6)
+        node_manager, object_manager, self.metrics_port, agent, agent_grpc, runtime_env = spare_ports(6)
         command = [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={temp_dir}",
                    "--node-ip-address=127.0.0.1", f"--node-manager-port={node_manager}",
                    f"--object-manager-port={object_manager}", f"--metrics-export-port={self.metrics_port}",
@@ -211,7 +204,7 @@ def cluster():
 
 
 def start_cluster(temp_dir: Path):
-    gcs_port, client_port = distinct_ports(2)
+    gcs_port, client_port = spare_ports(2)
     head = RayNode(temp_dir / "h", ["--head", f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
                               "--include-dashboard=false", "--num-cpus=2", '--resources={"head": 1}'],
                    temp_dir / "head.log")
