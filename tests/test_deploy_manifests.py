@@ -213,7 +213,6 @@ def test_service_and_monitors_reach_the_named_ports(variant):
 def test_every_ray_pod_starts_with_the_configured_front_door(variant):
     cluster = ray_service(variant)["spec"]["rayClusterConfig"]
     wanted = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
-    assert wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the shipped config serves through HAProxy
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         container = group["template"]["spec"]["containers"][0]
         assert {e["name"]: e["value"] for e in container["env"]} == wanted

@@ -164,7 +164,6 @@ def test_shutdown_drains_requests_in_flight(live, pngs):
             return client.post(f"{live.url}/classify", files=files).status_code
 
     server_processes = process_tree(live.pid)
-    assert any("haproxy" in title(p) for p in server_processes), "the shipped config serves through HAProxy"
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post, i) for i in range(8)]
         sent.wait()

@@ -1,4 +1,4 @@
-"""`http.proxy`: Ray Serve's HAProxy ingress (shipped) and its Python proxy answer alike, errors included."""
+"""`http.proxy`: Ray Serve's Python proxy (shipped) and its HAProxy ingress answer alike, errors included."""
 from __future__ import annotations
 
 import socket
@@ -39,10 +39,10 @@ def test_unknown_proxy_is_a_config_error():
 
 
 @pytest.fixture(scope="module")
-def ray_proxy_server(tmp_path_factory) -> LiveServer:
+def haproxy_server(tmp_path_factory) -> LiveServer:
     config = default_config(free_port())
-    config["http"]["proxy"] = "ray"
-    live = LiveServer(config, tmp_path_factory.mktemp("ray-proxy-server"))
+    config["http"]["proxy"] = "haproxy"
+    live = LiveServer(config, tmp_path_factory.mktemp("haproxy-server"))
     live.start()
     yield live
     live.stop()
@@ -56,10 +56,10 @@ def _answer(url: str, image: bytes, content_type: str, model: str) -> tuple[int,
     return answer.status_code, body
 
 
-def test_the_shipped_server_answers_through_haproxy_and_the_other_through_rays_proxy(
-        server: LiveServer, ray_proxy_server: LiveServer) -> None:
-    assert any("haproxy" in title(p) for p in process_tree(server.pid))
-    assert not any("haproxy" in title(p) for p in process_tree(ray_proxy_server.pid))
+def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_haproxy(
+        server: LiveServer, haproxy_server: LiveServer) -> None:
+    assert any("haproxy" in title(p) for p in process_tree(haproxy_server.pid))
+    assert not any("haproxy" in title(p) for p in process_tree(server.pid))
 
 
 @pytest.mark.parametrize("image, content_type, model", [
@@ -68,6 +68,6 @@ def test_the_shipped_server_answers_through_haproxy_and_the_other_through_rays_p
     (b"not an image at all", "image/png", "seresnet20_digits"),  # 400
     (digit_pngs()[1], "image/png", "no_such_model"),  # 404
 ])
-def test_both_front_doors_give_identical_answers(server: LiveServer, ray_proxy_server: LiveServer,
+def test_both_front_doors_give_identical_answers(server: LiveServer, haproxy_server: LiveServer,
                                                  image: bytes, content_type: str, model: str) -> None:
-    assert _answer(ray_proxy_server.url, image, content_type, model) == _answer(server.url, image, content_type, model)
+    assert _answer(haproxy_server.url, image, content_type, model) == _answer(server.url, image, content_type, model)

@@ -74,7 +74,7 @@ def server_config(preprocess_in: str, replicas: int = 1, replica_cpus: float = N
     """No batch wait: the replica's batcher takes whatever queued while it was busy, so under load batches
     form anyway, and at concurrency 1 a wait would only add its whole length to every request."""
     return {
-        "model_repository": str(CACHE), "default_model": MODEL,
+        "model_repository": str(CACHE), "default_model": MODEL, "http": {"proxy": "haproxy"},
         "models": [{"name": MODEL, "version": VERSION, "replicas": replicas, "num_cpus": replica_cpus, "max_batch_size": 16,
                     "batch_wait_timeout_s": 0.0, "max_queued_requests": 256, "preprocess_in": preprocess_in}],
     }
