@@ -1,12 +1,17 @@
-"""In-process ONNX Runtime throughput: the ceiling a server's figures are compared with.
+"""In-process ONNX Runtime throughput: the ceilings a server's figures are compared with.
 
-No HTTP, no decoding: the same session set-up a classifier replica uses, fed random tensors.
+`measure`: no HTTP, no decoding; the same session set-up a classifier replica uses, fed random tensors.
+`measure_with_decoding`: the same session fed by JPEG decoding in worker threads, as a replica is, still
+without HTTP or a serving framework: what a server whose front door cost nothing could reach.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.inference import OnnxClassifier, create_session
+from serve.preprocess import Preprocessing, decode_and_preprocess
 from serve.providers import plan_providers, tensorrt_libraries_present
 from serve.repository import ModelArtifact, load_artifact
 
@@ -44,6 +50,30 @@ def measure(model: OnnxClassifier, input_shape: tuple[int, ...], batch: int, sec
         model.predict(data)
         latencies.append(time.perf_counter() - t0)
     return BatchFigure(batch, batch * len(latencies) / sum(latencies), 1000 * float(np.median(latencies)))
+
+
+def measure_with_decoding(model: OnnxClassifier, spec: Preprocessing, photos: list[bytes], seconds: float,
+                          in_flight: int = 8, max_batch_size: int = 16, decode_threads: int = 4) -> float:
+    """Images/s with `in_flight` images always outstanding: each is decoded in a worker thread, and every run
+    takes the oldest image and whatever else has been decoded by then (up to `max_batch_size`), as the
+    replica's batcher does."""
+    with ThreadPoolExecutor(decode_threads, thread_name_prefix="decode") as pool:
+        photo_index = itertools.cycle(range(len(photos)))
+        pending = collections.deque(pool.submit(decode_and_preprocess, photos[next(photo_index)], spec, 1 << 40)
+                                    for _ in range(in_flight))
+        done, started, warm = 0, time.perf_counter(), False
+        while time.perf_counter() - started < seconds:
+            batch = [pending.popleft().result()]
+            while len(batch) < max_batch_size and pending and pending[0].done():
+                batch.append(pending.popleft().result())
+            model.predict(np.stack(batch))
+            pending.extend(pool.submit(decode_and_preprocess, photos[next(photo_index)], spec, 1 << 40)
+                           for _ in batch)
+            if not warm:  # the first run pays one-time costs
+                done, started, warm = 0, time.perf_counter(), True
+                continue
+            done += len(batch)
+        return done / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 import warnings
@@ -72,7 +73,7 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
                 raise BadImage(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
             img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -110,11 +111,20 @@ def preprocess(img: Image.Image, spec: Preprocessing) -> np.ndarray:
     left = (new_size[0] - spec.crop) // 2
     top = (new_size[1] - spec.crop) // 2
     img = img.crop((left, top, left + spec.crop, top + spec.crop))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = arr[None, :, :] if spec.channels == 1 else arr.transpose(2, 0, 1)
-    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
-    return np.ascontiguousarray((arr - mean) / std)
+    pixels = np.asarray(img).reshape(spec.crop, spec.crop, spec.channels)
+    table = normalisation_table(spec.mean, spec.std)
+    out = np.empty(spec.input_shape, np.float32)
+    for channel in range(spec.channels):
+        np.take(table[channel], pixels[:, :, channel], out=out[channel])
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(value / 255 - mean) / std for every uint8 value and channel, in float32 as the arithmetic would give:
+    a lookup per pixel is a third of the CPU of computing it (the replica's CPU is the inference's)."""
+    values = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    return (values[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
 
 
 def decode_and_preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:

@@ -31,6 +31,18 @@ def test_normalisation_uses_mean_and_std():
     np.testing.assert_allclose(preprocess(img, GRAY), np.full((1, 32, 32), (1.0 - 0.5) / 0.25), rtol=1e-6)
 
 
+def test_normalisation_table_is_bit_exact_arithmetic_for_every_pixel_value():
+    # Every uint8 value in every channel, through the lookup, equals the float32 arithmetic written out.
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    img = Image.fromarray(np.stack([values, values[::-1], values.T], axis=-1), "RGB")
+    spec = Preprocessing(channels=3, resize=16, crop=16, mean=RGB.mean, std=RGB.std)
+    pixels = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    expected = (pixels - np.asarray(RGB.mean, np.float32)[:, None, None]) / np.asarray(RGB.std, np.float32)[:, None, None]
+    got = preprocess(img, spec)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, expected)
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "LA", "1", "F"])
 def test_every_pillow_mode_reduces_to_model_channels(mode):
     src = Image.open(io.BytesIO(photo_bytes("astronaut.png"))).convert("RGB")

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from tqdm import tqdm
 
-from loadtests.inprocess import BatchFigure, measure, session_for
+from loadtests.inprocess import BatchFigure, measure, measure_with_decoding, session_for
 from loadtests.photos import jpeg_photos
 from loadtests.report import plot_bars, plot_load, table, write_results
 from loadtests.generator import run_closed
@@ -52,14 +52,20 @@ def ensure_model() -> None:
 class InProcess:
     """The same model in this process, with the session set-up a replica uses."""
 
-    def __init__(self) -> None:
+    def __init__(self, photos: list[bytes]) -> None:
         artifact = load_artifact(CACHE, MODEL, VERSION)
         self.model = session_for(artifact, "cpu", NUM_CPUS, [])
-        self.shape = artifact.preprocessing.input_shape
+        self.preprocessing = artifact.preprocessing
+        self.photos = photos
 
     def round(self, batches: list[int], seconds: float = 3.0) -> list[BatchFigure]:
         """Throughput per batch size (batch 1 always included: its latency is the single-image reference)."""
-        return [measure(self.model, self.shape, b, seconds) for b in sorted({1, *batches})]
+        return [measure(self.model, self.preprocessing.input_shape, b, seconds) for b in sorted({1, *batches})]
+
+    def with_decoding(self, in_flight: int, seconds: float = 3.0) -> float:
+        """Images/s when the same photos the server gets are decoded here too: a server's ceiling if HTTP and
+        Ray Serve cost nothing."""
+        return measure_with_decoding(self.model, self.preprocessing, self.photos, seconds, in_flight)
 
 
 def best_of(*rounds: list[BatchFigure]) -> dict:
@@ -85,11 +91,13 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     pool.close()  # nothing else may compete with the in-process measurement
     load_before = os.getloadavg()
     batch_sizes = [int(b) for b in args.batches.split(",")]
-    local = InProcess()
+    photos = jpeg_photos()
+    local = InProcess(photos)
     first_round = local.round(batch_sizes)
+    decoding_before = local.with_decoding(8)
     best_batch = max(first_round, key=lambda f: f.images_per_s).batch
     server = pool.get(server_config(args.preprocess_in, args.replicas, args.replica_cpus))
-    make = image_shots(jpeg_photos(), "image/jpeg")
+    make = image_shots(photos, "image/jpeg")
     warm_up(server.url, make, seconds=5)
     before = batch_size_buckets(server.url)
     runs = []
@@ -97,21 +105,26 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
         # Other work on a shared machine comes and goes: each level also gets an in-process figure taken
         # just before it, with the server idle, so the ratio compares like with like.
         adjacent = best_of(local.round([best_batch], 2.0))
+        decoding = local.with_decoding(level)
         r = run_closed(server.url, make, level, args.duration).summary()
         runs.append({**r, "concurrency": level, "inprocess_adjacent_images_per_s": adjacent["images_per_s"],
                      "inprocess_adjacent_single_ms": adjacent["single_image_ms"],
-                     "ratio_to_adjacent": r["images_per_s"] / adjacent["images_per_s"]})
+                     "ratio_to_adjacent": r["images_per_s"] / adjacent["images_per_s"],
+                     "with_decoding_adjacent_images_per_s": decoding,
+                     "ratio_to_with_decoding": r["images_per_s"] / decoding})
     batches = batch_size_distribution(before, batch_size_buckets(server.url))
     rss = server.rss_mb()
     load_after = os.getloadavg()
     pool.close()
     ref = best_of(first_round, local.round(batch_sizes))  # measured again once the server is gone
+    with_decoding = max(decoding_before, local.with_decoding(8))
     for r in runs:
         r["ratio_to_inprocess"] = r["images_per_s"] / ref["images_per_s"]
     results = {
         "model": f"{MODEL}/{VERSION} (random weights)", "preprocess_in": args.preprocess_in,
         "inprocess_images_per_s": ref["images_per_s"], "inprocess_single_image_ms": ref["single_image_ms"],
-        "inprocess": ref["figures"], "runs": runs, "server_rss_mb": rss, "batch_sizes": batches,
+        "inprocess": ref["figures"], "inprocess_with_decoding_images_per_s": with_decoding,
+        "with_decoding_ratio": with_decoding / ref["images_per_s"], "runs": runs, "server_rss_mb": rss, "batch_sizes": batches,
         "targets": targets(runs),
         "machine_load_average": {"before": load_before, "after": load_after},  # other work on the same cores
     }
@@ -124,7 +137,7 @@ def run(args: argparse.Namespace, pool: ServerPool) -> dict:
     write_results(out, results, markdown(results, plots))
     t = results["targets"]
     return {"scenario": NAME, "figure": f"c=8: {t['ratio_at_8']:.2f} of adjacent in-process "
-            f"(best {ref['images_per_s']:.1f} img/s); c=1 p50 {t['p50_gap_ms_at_1']:+.1f} ms"
+            f"(best {ref['images_per_s']:.1f} img/s; with decoding {with_decoding:.1f}); c=1 p50 {t['p50_gap_ms_at_1']:+.1f} ms"
             + (" (inconclusive: shared machine)" if contended(results) else ""),
             "ok": None if contended(results) else t["met"]}
 
@@ -161,7 +174,8 @@ def markdown(results: dict, plots: list[str]) -> str:
     t = results["targets"]
     inproc = table(results["inprocess"], ["batch", "images_per_s", "latency_ms"])
     runs = table(results["runs"], ["concurrency", "images_per_s", "inprocess_adjacent_images_per_s",
-                                   "ratio_to_adjacent", "ratio_to_inprocess", "p50_ms",
+                                   "ratio_to_adjacent", "ratio_to_inprocess", "with_decoding_adjacent_images_per_s",
+                                   "ratio_to_with_decoding", "p50_ms",
                                    "inprocess_adjacent_single_ms", "p95_ms", "p99_ms", "errors"])
     return f"""# {NAME}
 
@@ -175,6 +189,14 @@ Measured before the server starts and again after it stops; per batch size the b
 {inproc}
 
 Best: **{results['inprocess_images_per_s']:.1f} images/s**; single image {results['inprocess_single_image_ms']:.1f} ms.
+
+## In-process with decoding (no HTTP, no Ray Serve)
+
+The same session fed by the same JPEGs, decoded and preprocessed in worker threads of this process, 8 images in
+flight, each run taking what is decoded: what a server whose front door and framework cost nothing would reach.
+**{results['inprocess_with_decoding_images_per_s']:.1f} images/s = {results['with_decoding_ratio']:.2f} of the in-process best**:
+the share of the two cores that decoding alone takes from inference. Per level below,
+`with_decoding_adjacent_*` is the same figure taken next to it with `in_flight` = the concurrency.
 
 ## Server
 
