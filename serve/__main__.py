@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serve.config import ConfigError, ServerConfig, load_config
-from serve.ray_env import local_haproxy_ports, serve_environment
+from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
@@ -51,9 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.update(serve_environment(config.http.proxy))
-    if config.http.proxy == "haproxy" and args.address is None:
-        for name, port in local_haproxy_ports(config.http.port).items():
-            os.environ.setdefault(name, port)
+    with contextlib.ExitStack() as cleanup:
+        if config.http.proxy == "haproxy" and args.address is None:
+            # In /tmp as Ray's own default: HAProxy refuses socket paths over 97 bytes, and Ray adds the node id.
+            haproxy_dir = cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="resfam-hap-", dir="/tmp", ignore_cleanup_errors=True))
+            local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
+            for name, value in local.items():
+                os.environ.setdefault(name, value)
+        return serve_until_stopped(config, args)
+
+
+def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
     import ray
     from ray import serve as ray_serve
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import socket
+from pathlib import Path
 
 HAPROXY = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy on every node in place of the Python proxy,
@@ -47,3 +48,16 @@ def local_haproxy_ports(http_port: int) -> dict[str, str]:
     second server on one host would fail to start: a local server takes spare ones instead."""
     stats, metrics = spare_ports(2, avoid=(http_port,))
     return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats), "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
+
+
+def local_haproxy_files(directory: Path) -> dict[str, str]:
+    """Ray keeps HAProxy's config, sockets and server state in /tmp/haproxy-serve/<node id>/ and never
+    removes them, one directory per start: a local server keeps them in `directory`, which it owns and
+    removes when it stops. Ray appends the node id to each path's directory."""
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(directory / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(directory / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(directory),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(directory / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(directory / "metrics.sock"),
+    }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ from loadtests.photos import digit_pngs, jpeg_photos
 from loadtests.procs import process_tree, title
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
-from serve.ray_env import local_haproxy_ports, serve_environment
+from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,11 @@ def test_local_haproxy_ports_are_distinct_free_and_outside_the_ephemeral_range()
     for port in ports:
         with socket.socket() as s:
             s.bind(("0.0.0.0", port))
+
+
+def test_local_haproxy_files_all_lie_in_the_given_directory(tmp_path):
+    paths = local_haproxy_files(tmp_path)
+    assert len(paths) == 5 and all(Path(p).parent == tmp_path or Path(p) == tmp_path for p in paths.values())
 
 
 def test_unknown_proxy_is_a_config_error():
@@ -58,8 +64,13 @@ def _answer(url: str, image: bytes, content_type: str, model: str) -> tuple[int,
 
 def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_haproxy(
         server: LiveServer, haproxy_server: LiveServer) -> None:
-    assert any("haproxy" in title(p) for p in process_tree(haproxy_server.pid))
-    assert not any("haproxy" in title(p) for p in process_tree(server.pid))
+    assert len(_haproxy_processes(haproxy_server)) == 1
+    assert not _haproxy_processes(server)
+
+
+def _haproxy_processes(live: LiveServer) -> list[int]:
+    """By the executable's name: the server's own command line may mention haproxy in its config path."""
+    return [p for p in process_tree(live.pid) if Path(title(p).split(" ")[0]).name == "haproxy"]
 
 
 @pytest.mark.parametrize("image, content_type, model", [
@@ -71,3 +82,15 @@ def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_hap
 def test_both_front_doors_give_identical_answers(server: LiveServer, haproxy_server: LiveServer,
                                                  image: bytes, content_type: str, model: str) -> None:
     assert _answer(haproxy_server.url, image, content_type, model) == _answer(server.url, image, content_type, model)
+
+
+def test_haproxy_keeps_its_files_in_a_directory_of_the_server_that_goes_with_it(tmp_path) -> None:
+    config = default_config(free_port())
+    config["http"]["proxy"] = "haproxy"
+    with LiveServer(config, tmp_path) as live:
+        (haproxy,) = _haproxy_processes(live)
+        args = Path(f"/proc/{haproxy}/cmdline").read_bytes().split(b"\0")
+        config_file = Path(args[args.index(b"-f") + 1].decode())
+        own_dir = config_file.parent.parent  # Ray adds the node id
+        assert own_dir.name.startswith("resfam-hap-") and (config_file.parent / "admin.sock").exists()
+    assert not own_dir.exists()
