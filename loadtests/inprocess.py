@@ -11,7 +11,7 @@ import collections
 import itertools
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from serve.inference import OnnxClassifier, create_session
 from serve.preprocess import Preprocessing, decode_and_preprocess
 from serve.providers import plan_providers, tensorrt_libraries_present
 from serve.repository import ModelArtifact, load_artifact
+
+NO_PIXEL_LIMIT = 1 << 40  # the benchmark's own photos
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,19 @@ def measure_with_decoding(model: OnnxClassifier, spec: Preprocessing, photos: li
     takes the oldest image and whatever else has been decoded by then (up to `max_batch_size`), as the
     replica's batcher does."""
     with ThreadPoolExecutor(decode_threads, thread_name_prefix="decode") as pool:
-        photo_index = itertools.cycle(range(len(photos)))
-        pending = collections.deque(pool.submit(decode_and_preprocess, photos[next(photo_index)], spec, 1 << 40)
-                                    for _ in range(in_flight))
+        next_photo = itertools.cycle(photos).__next__
+
+        def decode_one() -> Future:
+            return pool.submit(decode_and_preprocess, next_photo(), spec, NO_PIXEL_LIMIT)
+
+        pending = collections.deque(decode_one() for _ in range(in_flight))
         done, started, warm = 0, time.perf_counter(), False
         while time.perf_counter() - started < seconds:
             batch = [pending.popleft().result()]
             while len(batch) < max_batch_size and pending and pending[0].done():
                 batch.append(pending.popleft().result())
             model.predict(np.stack(batch))
-            pending.extend(pool.submit(decode_and_preprocess, photos[next(photo_index)], spec, 1 << 40)
-                           for _ in batch)
+            pending.extend(decode_one() for _ in batch)
             if not warm:  # the first run pays one-time costs
                 done, started, warm = 0, time.perf_counter(), True
                 continue
