@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,27 +23,27 @@ def free_port() -> int:
     return spare_ports(1)[0]
 
 
-def default_config(port: int, state_dir: Path | None = None) -> dict:
-    """The shipped serve/config.yaml with an absolute repository, the given port and its own feedback store
-    (kept out of the project's .state/)."""
+def default_config(port: int) -> dict:
+    """The shipped serve/config.yaml with an absolute repository and the given port."""
     config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     config["model_repository"] = str(ROOT / "models")
     config["http"]["port"] = port
-    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="resfam-state-"))
-    config.setdefault("feedback", {})["path"] = str(state_dir / "feedback.sqlite")
     return config
 
 
 class LiveServer:
-    """One server process and its config file; ready when GET /v2/health/ready answers 200."""
+    """One server process and its config file; ready when GET /v2/health/ready answers 200.
+
+    Its feedback store lives in its own folder, never in the project's .state/: `config` stays as the caller
+    gave it, so two servers of one config compare equal (ServerPool reuses on that)."""
 
     def __init__(self, config: dict, workdir: Path) -> None:
-        self.config = config
         self.port = config["http"]["port"]
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.config_path = workdir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self._write(config)
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen | None = None
 
@@ -83,14 +82,18 @@ class LiveServer:
     def reload(self, config: dict, timeout_s: float = 180) -> None:
         """Write a new config and SIGHUP the server, as an operator would; wait until it is deployed."""
         deployed = self.log_path.read_text().count("resfam-serve ready")
-        self.config = config
-        self.config_path.write_text(yaml.safe_dump(config))
+        self._write(config)
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout_s
         while self.log_path.read_text().count("resfam-serve ready") == deployed:
             if time.monotonic() > deadline or "reload failed" in self.log_path.read_text():
                 raise RuntimeError(f"reload did not finish:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.5)
+
+    def _write(self, config: dict) -> None:
+        self.config = config
+        feedback = {**config.get("feedback", {}), "path": str(self.workdir / "feedback.sqlite")}
+        self.config_path.write_text(yaml.safe_dump({**config, "feedback": feedback}))
 
     def __enter__(self) -> "LiveServer":
         self.start()

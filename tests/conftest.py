@@ -18,7 +18,7 @@ TEST_USER = {"X-User-Id": "test-suite"}
 def shipped_server(tmp_path_factory, name: str) -> Iterator[LiveServer]:
     """A server with the shipped config, its own port, folder and feedback store."""
     workdir = tmp_path_factory.mktemp(name)
-    live = LiveServer(default_config(free_port(), workdir), workdir)
+    live = LiveServer(default_config(free_port()), workdir)
     live.start()
     try:
         yield live

@@ -44,7 +44,7 @@ def digit_pngs():
 
 
 def experiment_config(ab: LiveServer, **changes) -> dict:
-    config = default_config(ab.port, ab.config_path.parent)
+    config = default_config(ab.port)
     config["experiment"].update(changes)
     return config
 
