@@ -28,7 +28,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         parsers[name] = p
     std = sub.add_parser("standard", help="every scenario with its defaults; writes loadtests/RESULTS.md")
     std.add_argument("--out", type=Path, default=RESULTS, help="each scenario writes DIR/<scenario>/")
-    std.add_argument("--soak-minutes", type=float, default=3)
+    std.add_argument("--soak-minutes", type=float, help="default: the soak scenario's own")
     std.add_argument("--only", default="", help="comma-separated subset of scenarios")
     return parser, parsers
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.scenario == "standard":
                 chosen = {n: s for n, s in SCENARIOS.items() if not args.only or n in args.only.split(",")}
-                extra = {"soak": ["--minutes", str(args.soak_minutes)]}
+                extra = {"soak": ["--minutes", str(args.soak_minutes)]} if args.soak_minutes else {}
                 rows = run_standard(chosen, lambda n: parsers[n].parse_args(
                     ["--out", str(args.out / n), *extra.get(n, [])]), pool, list(SCENARIOS))
                 return 0 if all(r["ok"] for r in rows) else 1
