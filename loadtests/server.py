@@ -1,6 +1,7 @@
 """Start and stop `python -m serve --config F` as a user would; shared by the scenarios and the test suite."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,7 +59,7 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
-            if self.ready():
+            if self.ready() and self.deployments() > 0:  # not whatever else answers on the port
                 return time.monotonic() - started
             time.sleep(0.5)
         self.stop()
@@ -76,19 +77,39 @@ class LiveServer:
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree, not only the process group: Ray starts its workers, and HAProxy under
+        them, in groups of their own, and a killed group alone left a haproxy behind, re-parented to init.
+        Everything is stopped first, so nothing spawns (HAProxy reloads do) between listing and killing."""
+        frozen: set[int] = set()
+        while fresh := set(process_tree(self.pid)) - frozen:
+            for pid in fresh:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            frozen |= fresh
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
 
     def reload(self, config: dict, timeout_s: float = 180) -> None:
         """Write a new config and SIGHUP the server, as an operator would; wait until it is deployed."""
-        deployed = self.log_path.read_text().count("resfam-serve ready")
+        deployed = self.deployments()
         self._write(config)
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout_s
-        while self.log_path.read_text().count("resfam-serve ready") == deployed:
+        while self.deployments() == deployed:
             if time.monotonic() > deadline or "reload failed" in self.log_path.read_text():
                 raise RuntimeError(f"reload did not finish:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.5)
+
+    def deployments(self) -> int:
+        """How often this server has said it deployed the application (start, then each reload)."""
+        return self.log_path.read_text().count("resfam-serve ready")
 
     def _write(self, config: dict) -> None:
         self.config = config

@@ -12,13 +12,13 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serve.config import ConfigError, ServerConfig, load_config
-from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+from serve.ray_env import (local_haproxy_files, local_haproxy_ports, own_haproxy_dir, reap_orphaned_haproxy,
+                           serve_environment)
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(serve_environment(config.http.proxy))
     with contextlib.ExitStack() as cleanup:
         if config.http.proxy == "haproxy" and args.address is None:
-            # In /tmp as Ray's own default: HAProxy refuses socket paths over 97 bytes, and Ray adds the node id.
-            haproxy_dir = cleanup.enter_context(
-                tempfile.TemporaryDirectory(prefix="resfam-hap-", dir="/tmp", ignore_cleanup_errors=True))
+            if stopped := reap_orphaned_haproxy():
+                print(f"warning: stopped haproxy {stopped}, left running by a server that was killed",
+                      file=sys.stderr, flush=True)
+            haproxy_dir = cleanup.enter_context(own_haproxy_dir())
             local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
             for name, value in local.items():
                 os.environ.setdefault(name, value)

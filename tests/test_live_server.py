@@ -1,12 +1,19 @@
 """The harness that starts servers for tests and load tests: what it writes, and when it reuses one."""
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from loadtests.scenarios.common import digits_config
+from loadtests.procs import process_tree
 from loadtests.server import LiveServer, default_config, free_port
+from serve.ray_env import haproxies_using, process_running
+from tests.haproxy_procs import haproxy_config
 
 
 def test_a_server_keeps_its_feedback_store_in_its_own_folder(tmp_path: Path) -> None:
@@ -22,3 +29,27 @@ def test_scenarios_asking_for_the_same_server_ask_with_equal_configs() -> None:
     # ServerPool reuses a running server only when the configs are equal; a per-call store path broke that.
     assert digits_config() == digits_config()
     assert digits_config(max_batch_size=1) != digits_config()
+
+
+@pytest.mark.integration
+def test_a_killed_server_takes_every_process_with_it_haproxy_included(tmp_path: Path) -> None:
+    # Ray starts its workers, and HAProxy under them, in process groups of their own: killing the server's
+    # group alone left them running for seconds, and left a haproxy behind for good.
+    config = default_config(free_port())
+    config["http"]["proxy"] = "haproxy"
+    live = LiveServer(config, tmp_path)
+    live.start()
+    tree = process_tree(live.pid)
+    assert len({os.getpgid(p) for p in tree}) > 1
+    (haproxy_dir,) = {c.parent.parent for p in tree if (c := haproxy_config(p))}  # Ray adds the node id
+    live.kill()
+    deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to exit
+    while _running(tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(tree) == []
+    assert _running(haproxies_using(haproxy_dir)) == []  # nor one a reload started after the listing
+    shutil.rmtree(haproxy_dir)  # removing it is the server's job on a clean exit, which a kill skips
+
+
+def _running(pids: list[int]) -> list[int]:
+    return [p for p in pids if process_running(p)]

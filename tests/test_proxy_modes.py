@@ -1,18 +1,23 @@
 """`http.proxy`: Ray Serve's Python proxy (shipped) and its HAProxy ingress answer alike, errors included."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
-from itertools import takewhile
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from loadtests.photos import digit_pngs, jpeg_photos
-from loadtests.procs import process_tree, title
+from loadtests.procs import process_tree
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
-from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+from serve.ray_env import (OWNER_FILE, haproxies_using, local_haproxy_files, local_haproxy_ports, process_running,
+                           reap_orphaned_haproxy, serve_environment)
+from tests.haproxy_procs import haproxy_config, haproxy_processes, serving_haproxies
 
 pytestmark = pytest.mark.integration
 
@@ -65,31 +70,8 @@ def _answer(url: str, image: bytes, content_type: str, model: str) -> tuple[int,
 
 def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_haproxy(
         server: LiveServer, haproxy_server: LiveServer) -> None:
-    assert len(_serving_haproxies(haproxy_server)) == 1
-    assert not _haproxy_processes(server)
-
-
-def _haproxy_processes(live: LiveServer) -> list[int]:
-    """By the executable's name: the server's own command line may mention haproxy in its config path."""
-    return [p for p in process_tree(live.pid) if Path(title(p).split(" ")[0]).name == "haproxy"]
-
-
-def _serving_haproxies(live: LiveServer) -> list[int]:
-    """Those no other haproxy replaces: Ray reloads HAProxy by starting a new one with `-sf <old pids>`,
-    and the old one lives on until its connections drain."""
-    running = _haproxy_processes(live)
-    replaced = {arg for p in running for arg in _replaced_pids(p)}
-    return [p for p in running if p not in replaced]
-
-
-def _replaced_pids(pid: int) -> list[int]:
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except FileNotFoundError:  # it finished draining meanwhile
-        return []
-    if "-sf" not in args:
-        return []
-    return [int(a) for a in takewhile(str.isdigit, args[args.index("-sf") + 1:])]
+    assert len(serving_haproxies(haproxy_server)) == 1
+    assert not haproxy_processes(server)
 
 
 @pytest.mark.parametrize("image, content_type, model", [
@@ -107,9 +89,39 @@ def test_haproxy_keeps_its_files_in_a_directory_of_the_server_that_goes_with_it(
     config = default_config(free_port())
     config["http"]["proxy"] = "haproxy"
     with LiveServer(config, tmp_path) as live:
-        (haproxy,) = _serving_haproxies(live)
-        args = Path(f"/proc/{haproxy}/cmdline").read_bytes().split(b"\0")
-        config_file = Path(args[args.index(b"-f") + 1].decode())
+        (haproxy,) = serving_haproxies(live)
+        config_file = haproxy_config(haproxy)
         own_dir = config_file.parent.parent  # Ray adds the node id
         assert own_dir.name.startswith("resfam-hap-") and (config_file.parent / "admin.sock").exists()
     assert not own_dir.exists()
+
+
+def test_reaping_removes_directories_of_dead_owners_and_keeps_live_ones(tmp_path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    for name, owner in [("resfam-hap-dead", gone.pid), ("resfam-hap-live", os.getpid())]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / OWNER_FILE).write_text(str(owner))
+    (tmp_path / "resfam-hap-unowned").mkdir()  # an older server's: nothing says whose, so it stays
+    assert reap_orphaned_haproxy(tmp_path) == []
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["resfam-hap-live", "resfam-hap-unowned"]
+
+
+def test_a_server_stops_the_haproxy_a_killed_server_left_on_its_port(tmp_path) -> None:
+    config = default_config(free_port())
+    config["http"]["proxy"] = "haproxy"
+    first = LiveServer(config, tmp_path / "first")
+    first.start()
+    (own_dir,) = {c.parent.parent for p in haproxy_processes(first) if (c := haproxy_config(p))}
+    # Killed outright, the server and Ray's HAProxy manager with it (the OOM killer, `kill -9`, or a kill
+    # while Ray is reloading HAProxy): nothing is left to stop haproxy.
+    for pid in process_tree(first.pid):
+        if not haproxy_config(pid):
+            os.kill(pid, signal.SIGKILL)
+    first.process.wait()
+    orphans = [p for p in haproxies_using(own_dir) if process_running(p)]
+    assert orphans, "the killed server left no haproxy behind: nothing to test"
+    with LiveServer(config, tmp_path / "second") as second:  # the same port the orphan holds
+        assert not any(process_running(p) for p in orphans) and not own_dir.exists()
+        assert f"stopped haproxy {orphans}" in second.log_path.read_text()
+        assert _answer(second.url, digit_pngs()[0], "image/png", "seresnet20_digits")[0] == 200
