@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serve.config import ConfigError, ServerConfig, load_config
-from serve.ray_env import (local_haproxy_files, local_haproxy_ports, own_haproxy_dir, reap_orphaned_haproxy,
-                           serve_environment)
+from serve.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
+from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle

@@ -3,12 +3,8 @@ so they must be in the environment Ray starts with: set by `python -m serve` bef
 Ray, and in the pod spec on a cluster (deploy/)."""
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import signal
 import socket
-import tempfile
 from pathlib import Path
 
 HAPROXY = {
@@ -66,63 +62,3 @@ def local_haproxy_files(directory: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(directory / "metrics.sock"),
     }
 
-
-HAPROXY_DIR_PREFIX = "resfam-hap-"
-OWNER_FILE = "owner.pid"
-
-
-def own_haproxy_dir() -> tempfile.TemporaryDirectory:
-    """In /tmp as Ray's own default: HAProxy refuses socket paths over 97 bytes, and Ray adds the node id.
-    It names its owner inside (not in its name, which has no bytes to spare) for `reap_orphaned_haproxy`."""
-    directory = tempfile.TemporaryDirectory(prefix=HAPROXY_DIR_PREFIX, dir="/tmp", ignore_cleanup_errors=True)
-    (Path(directory.name) / OWNER_FILE).write_text(str(os.getpid()))
-    return directory
-
-
-def reap_orphaned_haproxy(tmp: Path = Path("/tmp")) -> list[int]:
-    """A server killed outright (SIGKILL, the OOM killer) cannot stop its HAProxy: Ray's manager actor dies,
-    and the haproxy it started lives on under init, holding the HTTP port. Stop those of owners that are
-    gone and remove their directories; returns the pids stopped."""
-    stopped: list[int] = []
-    if not Path("/proc").is_dir():  # no way to tell a live owner from a dead one: touch nothing
-        return stopped
-    for directory in tmp.glob(f"{HAPROXY_DIR_PREFIX}*"):
-        owner = directory / OWNER_FILE
-        try:
-            owner_pid = int(owner.read_text())
-        except (OSError, ValueError):
-            continue  # not ours to judge: no owner recorded
-        if process_running(owner_pid):
-            continue
-        for pid in haproxies_using(directory):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                stopped.append(pid)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
-    return stopped
-
-
-def process_running(pid: int) -> bool:
-    """Alive and not a zombie (which has exited; only its parent's wait is missing)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def haproxies_using(directory: Path) -> list[int]:
-    """haproxy processes with a file of `directory` on their command line."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if Path(args[0]).name == "haproxy" and any(a.startswith(f"{directory}/") for a in args):
-            found.append(int(entry.name))
-    return found

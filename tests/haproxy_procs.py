@@ -4,13 +4,14 @@ from __future__ import annotations
 from itertools import takewhile
 from pathlib import Path
 
-from loadtests.procs import process_tree, title
+from loadtests.procs import process_tree
 from loadtests.server import LiveServer
+from serve.haproxy_orphans import haproxy_arguments
 
 
 def haproxy_processes(live: LiveServer) -> list[int]:
     """By the executable's name: the server's own command line may mention haproxy in its config path."""
-    return [p for p in process_tree(live.pid) if Path(title(p).split(" ")[0]).name == "haproxy"]
+    return [p for p in process_tree(live.pid) if haproxy_arguments(p)]
 
 
 def serving_haproxies(live: LiveServer) -> list[int]:
@@ -23,21 +24,18 @@ def serving_haproxies(live: LiveServer) -> list[int]:
 
 def haproxy_config(pid: int) -> Path | None:
     """The config file a haproxy runs with (its `-f`); None for anything else or a process that is gone."""
-    args = _arguments(pid)
-    if not args or Path(args[0]).name != "haproxy" or "-f" not in args:
-        return None
-    return Path(args[args.index("-f") + 1])
+    args = haproxy_arguments(pid)
+    return Path(args[args.index("-f") + 1]) if "-f" in args else None
+
+
+def haproxy_dir(live: LiveServer) -> Path:
+    """The server's own directory of HAProxy files (Ray adds the node id below it)."""
+    (directory,) = {config.parent.parent for p in haproxy_processes(live) if (config := haproxy_config(p))}
+    return directory
 
 
 def _replaced_pids(pid: int) -> list[int]:
-    args = _arguments(pid)
+    args = haproxy_arguments(pid)
     if "-sf" not in args:
         return []
     return [int(a) for a in takewhile(str.isdigit, args[args.index("-sf") + 1:])]
-
-
-def _arguments(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:  # gone meanwhile (a replaced one finishes draining)
-        return []

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtests.scenarios.common import digits_config
 from loadtests.procs import process_tree
+from loadtests.scenarios.common import digits_config
 from loadtests.server import LiveServer, default_config, free_port
-from serve.ray_env import haproxies_using, process_running
-from tests.haproxy_procs import haproxy_config
+from serve.haproxy_orphans import haproxies_using, process_running
+from tests.haproxy_procs import haproxy_dir
 
 
 def test_a_server_keeps_its_feedback_store_in_its_own_folder(tmp_path: Path) -> None:
@@ -41,14 +41,14 @@ def test_a_killed_server_takes_every_process_with_it_haproxy_included(tmp_path: 
     live.start()
     tree = process_tree(live.pid)
     assert len({os.getpgid(p) for p in tree}) > 1
-    (haproxy_dir,) = {c.parent.parent for p in tree if (c := haproxy_config(p))}  # Ray adds the node id
+    own_dir = haproxy_dir(live)
     live.kill()
     deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to exit
     while _running(tree) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _running(tree) == []
-    assert _running(haproxies_using(haproxy_dir)) == []  # nor one a reload started after the listing
-    shutil.rmtree(haproxy_dir)  # removing it is the server's job on a clean exit, which a kill skips
+    assert _running(haproxies_using(own_dir)) == []  # nor one a reload started after the listing
+    shutil.rmtree(own_dir)  # removing it is the server's job on a clean exit, which a kill skips
 
 
 def _running(pids: list[int]) -> list[int]:

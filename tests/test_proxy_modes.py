@@ -15,9 +15,10 @@ from loadtests.photos import digit_pngs, jpeg_photos
 from loadtests.procs import process_tree
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
-from serve.ray_env import (OWNER_FILE, haproxies_using, local_haproxy_files, local_haproxy_ports, process_running,
-                           reap_orphaned_haproxy, serve_environment)
-from tests.haproxy_procs import haproxy_config, haproxy_processes, serving_haproxies
+from serve.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments, process_running,
+                                   reap_orphaned_haproxy)
+from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+from tests.haproxy_procs import haproxy_config, haproxy_dir, haproxy_processes, serving_haproxies
 
 pytestmark = pytest.mark.integration
 
@@ -112,11 +113,11 @@ def test_a_server_stops_the_haproxy_a_killed_server_left_on_its_port(tmp_path) -
     config["http"]["proxy"] = "haproxy"
     first = LiveServer(config, tmp_path / "first")
     first.start()
-    (own_dir,) = {c.parent.parent for p in haproxy_processes(first) if (c := haproxy_config(p))}
+    own_dir = haproxy_dir(first)
     # Killed outright, the server and Ray's HAProxy manager with it (the OOM killer, `kill -9`, or a kill
     # while Ray is reloading HAProxy): nothing is left to stop haproxy.
     for pid in process_tree(first.pid):
-        if not haproxy_config(pid):
+        if not haproxy_arguments(pid):
             os.kill(pid, signal.SIGKILL)
     first.process.wait()
     orphans = [p for p in haproxies_using(own_dir) if process_running(p)]
