@@ -40,7 +40,7 @@ def _ray_container(name: str, image: str, resources: dict[str, str], ports: list
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": ports,
-        # Ray Serve reads its ingress flags (serve/ray_env.py) when Ray starts in the pod.
+        # Ray Serve reads its ingress flags (serve/cluster/ray_env.py) when Ray starts in the pod.
         "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": RAY_UID},

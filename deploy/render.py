@@ -4,9 +4,9 @@ from pathlib import Path
 
 import yaml
 
-from serve.app import PROJECT_ROOT
+from serve.cluster.app import PROJECT_ROOT
 from serve.config import load_config
-from serve.ray_env import serve_environment
+from serve.cluster.ray_env import serve_environment
 
 from deploy import dashboard, manifests
 from deploy.serve_config import IMAGE_APP_DIR, serve_config

@@ -6,7 +6,7 @@ autoscaling on ongoing requests), so a config edit and a re-render are all a rol
 from pathlib import Path
 from typing import Any
 
-from serve.app import PROJECT_ROOT, classifier_deployments, classifier_options
+from serve.cluster.app import PROJECT_ROOT, classifier_deployments, classifier_options
 from serve.config import Autoscaling, ModelDeployment, ServerConfig
 
 from deploy.variants import Variant
@@ -48,7 +48,7 @@ def serve_config(config: ServerConfig, config_arg: str, variant: Variant,
         "applications": [{
             "name": APP_NAME,
             "route_prefix": "/",
-            "import_path": "serve.app:app_builder",
+            "import_path": "serve.cluster.app:app_builder",
             "args": {"config": config_arg},
             "deployments": deployment_overrides(config, variant, repository),
         }],

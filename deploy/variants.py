@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from serve.app import PROJECT_ROOT
+from serve.cluster.app import PROJECT_ROOT
 
 RAY_VERSION = ray.__version__
 IMAGE_REPOSITORY = "resfam-serve"

@@ -16,7 +16,7 @@ $py -m loadtests.inprocess /tmp/gpu-models/resnet50/1 --providers cuda --gpu --p
 $py - <<'PY'
 import numpy as np
 from loadtests.inprocess import session_for
-from serve.repository import load_artifact
+from serve.runtime.repository import load_artifact
 from pathlib import Path
 a = load_artifact(Path("/tmp/gpu-models"), "resnet50", "1")
 x = np.random.default_rng(1).standard_normal((8, 3, 224, 224)).astype(np.float32)

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serve.inference import OnnxClassifier, create_session
-from serve.preprocess import Preprocessing, decode_and_preprocess
-from serve.providers import plan_providers, tensorrt_libraries_present
-from serve.repository import ModelArtifact, load_artifact
+from serve.runtime.inference import OnnxClassifier, create_session
+from serve.runtime.preprocess import Preprocessing, decode_and_preprocess
+from serve.runtime.providers import plan_providers, tensorrt_libraries_present
+from serve.runtime.repository import ModelArtifact, load_artifact
 
 NO_PIXEL_LIMIT = 1 << 40  # the benchmark's own photos
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from serve.ray_env import spare_ports
+from serve.cluster.ray_env import spare_ports
 from loadtests.procs import memory_by_process, process_tree, rss_bytes, title
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
-"""Data for training: the labelled sets of serve.datasets, their preprocessing and augmentation.
+"""Data for training: the labelled sets of serve.ab.datasets, their preprocessing and augmentation.
 
-Pixels reach a model only through serve.preprocess. The sets themselves (digits, ImageFolder, the
-seeded split) live torch-free in serve.datasets, so the server-side evaluation reads the same split.
+Pixels reach a model only through serve.runtime.preprocess. The sets themselves (digits, ImageFolder, the
+seeded split) live torch-free in serve.ab.datasets, so the server-side evaluation reads the same split.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image
 
 from resfam.registry import DataConfig
-from serve.datasets import (  # noqa: F401  (the data API of resfam, implemented torch-free in serve)
+from serve.ab.datasets import (  # noqa: F401  (the data API of resfam, implemented torch-free in serve)
     DIGIT_LABELS, SPLIT_SEED, SPLITS, LabelledImages, _digits_arrays, digits, image_folder, load_dataset,
     render_digit, stratified_split)
-from serve.preprocess import Preprocessing, preprocess
+from serve.runtime.preprocess import Preprocessing, preprocess
 
 # Measured on the digits training split rendered at 32x32 (bilinear): pixel mean 0.306, std 0.324.
 DIGITS_CONFIG = DataConfig(

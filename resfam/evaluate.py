@@ -1,6 +1,6 @@
 """Top-1 accuracy of an exported model (ONNX Runtime) or a training checkpoint (PyTorch) on a data split.
 
-Both read pixels through serve.preprocess with the preprocessing recorded beside the model, so the
+Both read pixels through serve.runtime.preprocess with the preprocessing recorded beside the model, so the
 number is what a client of the server would see.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from resfam.data import LabelledImages, load_dataset, preprocess_all, preprocessing
 from resfam.export import CARD_FILE, MODEL_FILE
 from resfam.train import load_trained
-from serve.preprocess import Preprocessing
+from serve.runtime.preprocess import Preprocessing
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) float32 -> (N, classes) logits
 

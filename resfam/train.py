@@ -1,6 +1,6 @@
 """Train a registered architecture on a labelled image set; keep the best validation epoch.
 
-Pixels go through serve.preprocess (via resfam.data), the same code the server runs, so the
+Pixels go through serve.runtime.preprocess (via resfam.data), the same code the server runs, so the
 preprocessing recorded in run.json is the preprocessing the model saw.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from resfam.data import SPLIT_SEED, SPLITS, LabelledImages, augment, dataset_con
 from resfam.factory import create_model
 from resfam.provenance import provenance
 from resfam.registry import DataConfig
-from serve.preprocess import Preprocessing, preprocess
+from serve.runtime.preprocess import Preprocessing, preprocess
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -64,7 +64,7 @@ class TrainConfig:
 
 
 class AugmentedImages(Dataset):
-    """Training view of a split: a fresh random shift/rotation per access, then serve.preprocess."""
+    """Training view of a split: a fresh random shift/rotation per access, then serve.runtime.preprocess."""
 
     def __init__(self, data: LabelledImages, spec: Preprocessing, seed: int) -> None:
         self.data, self.spec, self.rng = data, spec, random.Random(seed)

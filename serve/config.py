@@ -58,6 +58,8 @@ class HttpOptions(_Strict):
     # ray: Ray Serve's Python proxy, the default: in HAProxy mode a server start hung twice in ~60 starts here.
     # Measured in loadtests/results/proxy/report.md.
     proxy: Literal["haproxy", "ray"] = "ray"
+    # The OpenAPI document at /openapi.json and its viewer at /docs.
+    docs: bool = True
 
 
 class ArmSpec(_Strict):

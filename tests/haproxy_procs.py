@@ -6,7 +6,7 @@ from pathlib import Path
 
 from loadtests.procs import process_tree
 from loadtests.server import LiveServer
-from serve.haproxy_orphans import haproxy_arguments
+from serve.cluster.haproxy_orphans import haproxy_arguments
 
 
 def haproxy_processes(live: LiveServer) -> list[int]:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serve.abstats import percentile
+from serve.ab.stats import percentile
 from tests.conftest import shipped_server
 from tests.images import photo_bytes
 from tests.test_ab_server import PNG, RX, SE, experiment_config

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from resfam.data import digits
-from serve.experiment import Arm, sticky_arm
+from serve.ab.experiment import Arm, sticky_arm
 from tests.conftest import LiveServer, client_for, default_config, shipped_server
 from tests.images import encode, photo_bytes
 from tests.test_server import metric_samples, recorded, total
@@ -132,7 +132,7 @@ def test_report_counts_what_was_sent(http, digit_pngs):
 
 def test_offline_evaluation_sends_every_image_to_every_arm(ab, http, tmp_path):
     before = {a["arm"]: a["feedback"] for a in http.get("/ab/report").json()["arms"]}
-    result = subprocess.run([sys.executable, "-m", "serve.abeval", "--url", ab.url, "--dataset", "digits",
+    result = subprocess.run([sys.executable, "-m", "serve.ab.evaluate", "--url", ab.url, "--dataset", "digits",
                              "--limit", "24", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())

@@ -6,7 +6,7 @@ import math
 import pytest
 from scipy import stats
 
-from serve.abstats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
+from serve.ab.stats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
 
 
 def test_wilson_interval_hand_computed():

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serve.batcher import ContinuousBatcher
+from serve.runtime.batcher import ContinuousBatcher
 
 
 class SlowModel:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import serve.preprocess
+import serve.runtime.preprocess
 from resfam import data
 from resfam.data import DIGIT_LABELS, DIGITS_CONFIG, augment, digits, image_folder, preprocess_all, stratified_split
 
@@ -86,11 +86,11 @@ def test_augmentation_is_small_seeded_and_keeps_format():
 
 def test_training_preprocessing_is_serve_preprocess():
     """One implementation: resfam.data uses the very function the server calls."""
-    assert data.preprocess is serve.preprocess.preprocess
+    assert data.preprocess is serve.runtime.preprocess.preprocess
     spec = data.preprocessing(DIGITS_CONFIG)
-    assert spec == serve.preprocess.Preprocessing.from_metadata(DIGITS_CONFIG.to_dict())
+    assert spec == serve.runtime.preprocess.Preprocessing.from_metadata(DIGITS_CONFIG.to_dict())
     val = digits("val")
     inputs, targets = preprocess_all(val, spec)
     assert inputs.shape == (len(val), 1, 32, 32) and inputs.dtype == np.float32
-    assert np.array_equal(inputs[7], serve.preprocess.preprocess(val[7][0], spec))
+    assert np.array_equal(inputs[7], serve.runtime.preprocess.preprocess(val[7][0], spec))
     assert targets.tolist() == list(val.targets)

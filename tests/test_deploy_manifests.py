@@ -17,7 +17,7 @@ from deploy.render import DEPLOY_DIR, render, stale_files
 from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
 from serve.config import load_config
-from serve.ray_env import serve_environment
+from serve.cluster.ray_env import serve_environment
 from tests import k8s_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_typos_in_service_and_podmonitor_fail_validation():
 def test_serve_config_v2_validates_with_ray_serves_schema(variant):
     config = ServeDeploySchema.model_validate(serve_config_v2(variant))
     app = config.applications[0]
-    assert app.import_path == "serve.app:app_builder"
+    assert app.import_path == "serve.cluster.app:app_builder"
     classifiers = [d for d in app.deployments if d.name.startswith("classifier-")]
     assert classifiers and all(d.autoscaling_config["target_ongoing_requests"] > 0 for d in classifiers)
 

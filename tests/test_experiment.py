@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from serve.experiment import Arm, assign, random_arm, sticky_arm
+from serve.ab.experiment import Arm, assign, random_arm, sticky_arm
 
 USERS = [f"user-{i}" for i in range(2000)]
 HALF = [Arm("seresnet20_digits", 50), Arm("resnext20_digits", 50)]

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from serve.abreport import build_report
+from serve.ab.report import build_report
 from serve.config import ExperimentConfig
 from serve.errors import BadParameter, BadRequest, UnknownLabel
-from serve.feedback import label_index, parse_feedback
-from serve.feedback_store import FeedbackStore, Prediction
+from serve.ab.feedback import label_index, parse_feedback
+from serve.ab.store import FeedbackStore, Prediction
 
 EXPERIMENT = ExperimentConfig(arms=[{"model": "a", "weight": 1}, {"model": "b", "weight": 1}], mode="shadow")
 

@@ -6,7 +6,7 @@ import pytest
 
 from loadtests.inprocess import measure, measure_with_decoding, session_for
 from loadtests.photos import digit_pngs
-from serve.repository import load_artifact
+from serve.runtime.repository import load_artifact
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -27,9 +27,9 @@ from ray._private.state import actors
 
 from deploy.serve_config import serve_config
 from deploy.variants import VARIANTS
-from serve.app import classifier_deployments
+from serve.cluster.app import classifier_deployments
 from serve.config import load_config, parse_config
-from serve.ray_env import local_haproxy_ports, serve_environment, spare_ports
+from serve.cluster.ray_env import local_haproxy_ports, serve_environment, spare_ports
 
 from tests.conftest import free_port
 from tests.images import photo_bytes
@@ -78,7 +78,7 @@ class RayNode:
                    f"--object-manager-port={object_manager}", f"--metrics-export-port={self.metrics_port}",
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--runtime-env-agent-port={runtime_env}", *args]
-        # PYTHONPATH: replicas import serve.app:app_builder from this checkout (the image pip-installs it).
+        # PYTHONPATH: replicas import serve.cluster.app:app_builder from this checkout (the image pip-installs it).
         # The front door's flags, as the rendered pod spec sets them (deploy/manifests.py).
         front_door = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
         env = {**os.environ, **FAST_HEALTH_CHECKS, **front_door, **local_haproxy_ports(http_port=0),

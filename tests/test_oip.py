@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 
 from serve.errors import BadParameter, BadRequest
-from serve.oip import parse_infer_request
+from serve.api.oip import parse_infer_request
 from tests.images import encode, photo_bytes
 
 SHAPE = (1, 32, 32)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from serve.errors import BadParameter
-from serve.inference import softmax
-from serve.postprocess import parse_k, top_k
+from serve.runtime.inference import softmax
+from serve.runtime.postprocess import parse_k, top_k
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "11", "abc", "1.5", "", "99999999999999999999"])

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from serve.errors import BadImage
-from serve.preprocess import Preprocessing, decode_image, preprocess
+from serve.runtime.preprocess import Preprocessing, decode_image, preprocess
 from tests.images import encode, photo_bytes, png_declaring
 
 RGB = Preprocessing(channels=3, resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -1,6 +1,6 @@
 import pytest
 
-from serve.providers import CPU, CUDA, TENSORRT, ProviderPlan, check_session_providers, plan_providers
+from serve.runtime.providers import CPU, CUDA, TENSORRT, ProviderPlan, check_session_providers, plan_providers
 
 ALL = [TENSORRT, CUDA, CPU]
 

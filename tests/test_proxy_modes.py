@@ -15,9 +15,9 @@ from loadtests.photos import digit_pngs, jpeg_photos
 from loadtests.procs import process_tree
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
-from serve.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments, process_running,
+from serve.cluster.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments, process_running,
                                    reap_orphaned_haproxy)
-from serve.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+from serve.cluster.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 from tests.haproxy_procs import haproxy_config, haproxy_dir, haproxy_processes, serving_haproxies
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ class _NoTorch:
         if name == "torch" or name.startswith("torch.") or name in ("torchvision", "timm"):
             raise ImportError(f"serving path imported {name}")
 sys.meta_path.insert(0, _NoTorch())
-import serve.__main__, serve.app, serve.ingress, serve.deployments, serve.inference, serve.preprocess
-from serve.app import build_app
+import serve.__main__, serve.cluster.app, serve.api.ingress, serve.runtime.deployments, serve.runtime.inference, serve.runtime.preprocess
+from serve.cluster.app import build_app
 from serve.config import load_config
 build_app(load_config("serve/config.yaml"))
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)

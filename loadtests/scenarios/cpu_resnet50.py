@@ -23,7 +23,7 @@ from loadtests.generator import run_closed
 from loadtests.scenarios.common import image_shots, warm_up
 from loadtests.scrape import batch_size_buckets, batch_size_distribution
 from loadtests.server import ROOT, ServerPool
-from serve.repository import load_artifact
+from serve.runtime.repository import load_artifact
 
 NAME = "cpu-resnet50"
 HELP = "server vs in-process ONNX Runtime on ResNet-50 with real JPEG photos"

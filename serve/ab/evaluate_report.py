@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from serve.abstats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
+from serve.ab.stats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
 
 
 def arm_stats(run, targets: Sequence[int]) -> dict[str, Any]:

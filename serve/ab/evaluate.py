@@ -1,4 +1,4 @@
-"""`python -m serve.abeval`: send a labelled dataset through the running server to every arm.
+"""`python -m serve.ab.evaluate`: send a labelled dataset through the running server to every arm.
 
 Each image goes to each arm of the server's experiment: through the experiment itself with an
 X-User-Id that hashes into the arm (split mode), else by naming the arm's model (bypass). The true
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from serve.datasets import LabelledImages, load_dataset
-from serve.experiment import Arm, sticky_arm
+from serve.ab.datasets import LabelledImages, load_dataset
+from serve.ab.experiment import Arm, sticky_arm
 
 
 @dataclass
@@ -34,7 +34,7 @@ class ArmRun:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serve.abeval", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serve.ab.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--dataset", default="digits", help='"digits" (its test split) or an ImageFolder path')
@@ -110,7 +110,7 @@ def post_feedback(client: httpx.Client, runs: list[ArmRun], targets: list[int], 
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from serve.abeval_report import write_report
+    from serve.ab.evaluate_report import write_report
 
     args = parse_args(argv)
     data = load_dataset(args.dataset, args.split)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.errors import ModelNotFound
-from serve.preprocess import Preprocessing
+from serve.runtime.preprocess import Preprocessing
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.abstats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
+from serve.ab.stats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
 from serve.config import ExperimentConfig
-from serve.feedback_store import ArmOutcomes, FeedbackStore, ShadowOutcomes
+from serve.ab.store import ArmOutcomes, FeedbackStore, ShadowOutcomes
 
 
 def describe_experiment(experiment: ExperimentConfig | None) -> dict[str, Any] | None:

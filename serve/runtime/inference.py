@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
-from serve.providers import ProviderPlan, check_session_providers
+from serve.runtime.providers import ProviderPlan, check_session_providers
 
 log = logging.getLogger(__name__)
 

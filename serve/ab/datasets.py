@@ -2,7 +2,7 @@
 
 Two sources: scikit-learn's handwritten digits (real, offline) and an ImageFolder directory.
 Both split train/val/test the same stratified, seeded way, so a run is reproducible and the
-held-out test images can be sent to a live server (by the tests and by `python -m serve.abeval`).
+held-out test images can be sent to a live server (by the tests and by `python -m serve.ab.evaluate`).
 Training (resfam.data) reads its data through this module, so both see the same split.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from serve.preprocess import decode_image
+from serve.runtime.preprocess import decode_image
 
 SPLITS = ("train", "val", "test")
 # One split for every run and model, whatever the training seed, so their test accuracies compare.

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from serve.errors import BadParameter, BadRequest
-from serve.postprocess import top_k
-from serve.repository import ModelArtifact
+from serve.runtime.postprocess import top_k
+from serve.runtime.repository import ModelArtifact
 
 TENSOR_INPUT, IMAGES_INPUT, OUTPUT = "input", "images", "probabilities"
 

@@ -12,13 +12,13 @@ import ray
 from ray import serve as ray_serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.batcher import ContinuousBatcher
+from serve.runtime.batcher import ContinuousBatcher
 from serve.config import ModelDeployment
-from serve.inference import OnnxClassifier, create_session
+from serve.runtime.inference import OnnxClassifier, create_session
 from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
-from serve.preprocess import decode_and_preprocess_all
-from serve.providers import plan_providers, tensorrt_libraries_present
-from serve.repository import load_artifact, verify_checksum
+from serve.runtime.preprocess import decode_and_preprocess_all
+from serve.runtime.providers import plan_providers, tensorrt_libraries_present
+from serve.runtime.repository import load_artifact, verify_checksum
 
 log = logging.getLogger(__name__)
 

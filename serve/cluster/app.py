@@ -8,15 +8,16 @@ from pydantic import BaseModel
 from ray.serve import Application, Deployment
 
 from serve.config import ModelDeployment, ServerConfig, load_config
-from serve.deployments import Classifier, MetricsHub
-from serve.ingress import Ingress
-from serve.repository import ModelArtifact, load_artifact
+from serve.runtime.deployments import Classifier, MetricsHub
+from serve.api.ingress import Ingress
+from serve.runtime.repository import ModelArtifact, load_artifact
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVE_PACKAGE = PROJECT_ROOT / "serve"
 
 
 class AppArgs(BaseModel):
-    """Arguments of `serve run serve.app:app_builder config=...` and of a RayService import_path.
+    """Arguments of `serve run serve.cluster.app:app_builder config=...` and of a RayService import_path.
 
     No `from __future__ import annotations` in this module: Ray Serve turns the args dict into this
     model only when app_builder's annotation is the class itself, not a string.
@@ -66,7 +67,7 @@ def versioned(deployment: Deployment, *inputs: str) -> Deployment:
     back to a rolling replacement, which drops no request either.
     """
     digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
+    for source in sorted(SERVE_PACKAGE.rglob("*.py")):
         digest.update(source.read_bytes())
     for text in inputs:
         digest.update(text.encode())

@@ -1,0 +1,111 @@
+"""`python -m serve` (serve/__main__.py): start (or join) Ray, deploy the configured models, serve until stopped.
+
+SIGHUP re-reads the config and redeploys: Ray Serve rolls replicas over without dropping requests,
+so a new model version or new batching settings go live under load. SIGINT/SIGTERM drain and stop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from serve.config import ConfigError, ServerConfig, load_config
+from serve.cluster.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
+from serve.cluster.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
+
+APP_NAME = "resfam"
+DRAIN_TIMEOUT_S = 30.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config.yaml"))
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address ('auto' joins a running cluster); default starts a local one")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+async def drain(ingress: DeploymentHandle) -> dict:
+    """Awaited in an event loop: in Ray Serve's throughput mode a handle routes on the caller's own loop."""
+    return await ingress.drain.remote(DRAIN_TIMEOUT_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Ray Serve reads its flags when imported, here and in every process Ray starts: set them first.
+    # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
+    # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.update(serve_environment(config.http.proxy))
+    with contextlib.ExitStack() as cleanup:
+        if config.http.proxy == "haproxy" and args.address is None:
+            if stopped := reap_orphaned_haproxy():
+                print(f"warning: stopped haproxy {stopped}, left running by a server that was killed",
+                      file=sys.stderr, flush=True)
+            haproxy_dir = cleanup.enter_context(own_haproxy_dir())
+            local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
+            for name, value in local.items():
+                os.environ.setdefault(name, value)
+        return serve_until_stopped(config, args)
+
+
+def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve as ray_serve
+
+    from serve.cluster.app import PROJECT_ROOT, build_app
+
+    logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
+
+    def deploy(cfg: ServerConfig) -> None:
+        ray_serve.run(build_app(cfg, PROJECT_ROOT), name=APP_NAME, route_prefix="/", logging_config=logging_config)
+        print(f"resfam-serve ready on http://{config.http.host}:{config.http.port} "
+              f"(models: {', '.join(f'{m.name}/{m.version}' for m in cfg.models)})", flush=True)
+
+    deploy(config)
+    stop, reload = threading.Event(), threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        stop.clear()
+        reload.clear()
+        try:
+            new_config = load_config(args.config)
+            if new_config.http != config.http:
+                raise ConfigError("http host/port cannot change without a restart")
+            deploy(new_config)
+        except Exception as exc:  # a bad new config must not take down the running one
+            print(f"error: reload failed, still serving the previous config: {exc}", file=sys.stderr, flush=True)
+    print("draining in-flight requests and shutting down", flush=True)
+    drained = asyncio.run(drain(ray_serve.get_app_handle(APP_NAME)))
+    print(f"drained: {drained}", flush=True)
+    if args.address is None:
+        # Our own local Ray: nothing is left in flight, so stop it at once. Serve's graceful shutdown
+        # would keep the proxy accepting connections for an app it is tearing down, and they would hang.
+        ray.shutdown()
+    else:
+        ray_serve.shutdown()  # a shared cluster outlives us: remove the app, leave Ray running
+    return 0

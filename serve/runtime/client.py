@@ -1,0 +1,52 @@
+"""Calls into the classifier deployments, with Ray's failures turned into the client's errors."""
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from typing import Mapping
+
+import numpy as np
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+from serve.errors import ApiError, Overloaded, ReplicaUnavailable
+from serve.metrics import ServeMetrics
+from serve.runtime.preprocess import decode_and_preprocess_all
+from serve.runtime.repository import ModelArtifact
+
+
+async def await_replica(artifact: ModelArtifact, response: DeploymentResponse) -> np.ndarray:
+    """A full queue is 503 with Retry-After, a lost replica is 503 too (a retry is safe), a replica's
+    ApiError (a bad image it decoded) is the client's error."""
+    try:
+        return await response
+    except BackPressureError:
+        raise Overloaded(f"model {artifact.key} is at capacity; retry shortly") from None
+    except RayActorError:
+        raise ReplicaUnavailable(f"a replica of {artifact.key} was lost during the request; retry") from None
+    except RayTaskError as exc:
+        if isinstance(exc.cause, ApiError):
+            raise exc.cause from None
+        raise
+
+
+class ModelClient:
+    """Probabilities from a model version's replicas, preprocessed where its `preprocess_in` says."""
+
+    def __init__(self, handles: Mapping[str, DeploymentHandle], preprocess_in: Mapping[str, str],
+                 max_pixels: int, executor: Executor, metrics: ServeMetrics) -> None:
+        self.handles, self.preprocess_in = dict(handles), dict(preprocess_in)
+        self.max_pixels, self.executor, self.metrics = max_pixels, executor, metrics
+
+    async def infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
+        return await await_replica(artifact, self.handles[artifact.key].remote(batch))
+
+    async def classify_encoded(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
+        if self.preprocess_in.get(artifact.key) == "replica":
+            call = self.handles[artifact.key].classify_encoded.remote(images, self.max_pixels)
+            return await await_replica(artifact, call)
+        batch, per_image = await decode_and_preprocess_all(images, artifact.preprocessing, self.max_pixels,
+                                                           self.executor)
+        for _ in images:  # one observation per image, as the replicas count them
+            self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
+        return await self.infer(artifact, batch)
