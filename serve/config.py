@@ -102,9 +102,27 @@ class FeedbackConfig(_Strict):
     retention_s: float = Field(7 * 24 * 3600, gt=0)
 
 
+class IngressConfig(_Strict):
+    """How many Ingress replicas take HTTP requests: a fixed count or autoscaling, never both."""
+
+    replicas: int = Field(1, ge=1)
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_scale(self) -> "IngressConfig":
+        if self.autoscaling is None:
+            return self
+        if "replicas" in self.model_fields_set:
+            raise ValueError("set either replicas or autoscaling, not both")
+        if self.autoscaling.min_replicas < 1:
+            raise ValueError("autoscaling.min_replicas must be at least 1: with no Ingress replica nothing answers")
+        return self
+
+
 class ServerConfig(_Strict):
     model_repository: str = "models"
     http: HttpOptions = HttpOptions()
+    ingress: IngressConfig = IngressConfig()
     limits: Limits = Limits()
     models: list[ModelDeployment] = Field(min_length=1)
     default_model: str | None = None

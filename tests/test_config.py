@@ -3,6 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ray.serve import Deployment
+from ray.serve._private.build_app import build_app as build_serve_app
+
+from serve.cluster.app import build_app
 from serve.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +23,28 @@ def test_shipped_config_runs_a_50_50_split_between_the_default_models():
     experiment = load_config(ROOT / "serve" / "config.yaml").experiment
     assert experiment.enabled and experiment.mode == "split" and experiment.sticky_header == "X-User-Id"
     assert [(a.model, a.weight) for a in experiment.arms] == [("seresnet20_digits", 50), ("resnext20_digits", 50)]
+
+
+def test_one_ingress_replica_unless_configured():
+    assert load_config(ROOT / "serve" / "config.yaml").ingress.replicas == 1  # what `make serve` runs
+    assert parse_config({"models": [{"name": "a"}], "ingress": {"replicas": 3}}).ingress.replicas == 3
+    autoscaling = {"min_replicas": 2, "max_replicas": 6}
+    scaled = parse_config({"models": [{"name": "a"}], "ingress": {"autoscaling": autoscaling}})
+    assert scaled.ingress.autoscaling.min_replicas == 2 and scaled.ingress.autoscaling.max_replicas == 6
+
+
+def _ingress_deployment(ingress: dict) -> Deployment:
+    """The Ingress as Ray Serve would deploy it, built without starting Ray."""
+    data = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    built = build_serve_app(build_app(parse_config({**data, "ingress": ingress})), name="resfam")
+    return next(d for d in built.deployments if d.name == "Ingress")
+
+
+def test_build_app_gives_the_ingress_the_configured_replicas():
+    assert _ingress_deployment({"replicas": 3}).num_replicas == 3
+    autoscaled = _ingress_deployment({"autoscaling": {"min_replicas": 2, "max_replicas": 5}})._deployment_config
+    assert (autoscaled.autoscaling_config.min_replicas, autoscaled.autoscaling_config.max_replicas) == (2, 5)
+    assert _ingress_deployment({})._deployment_config.autoscaling_config is None
 
 
 def _two(second_arm: dict, versions: tuple[str, ...] = ("latest",), **experiment) -> dict:
@@ -45,6 +71,13 @@ def _two(second_arm: dict, versions: tuple[str, ...] = ("latest",), **experiment
         (_two({"model": "b"}, primary="z"), "primary 'z' is not one of the arms"),
         ({"models": [{"name": "a"}], "experiment": {"arms": [{"model": "a"}]}}, "experiment.arms"),
         ({"models": [{"name": "a"}], "feedback": {"retention_s": 0}}, "feedback.retention_s"),
+        ({"models": [{"name": "a"}], "ingress": {"replicas": 0}}, "ingress.replicas"),
+        ({"models": [{"name": "a"}], "ingress": {"replica": 2}}, "ingress.replica"),
+        ({"models": [{"name": "a"}], "ingress": {"replicas": 2, "autoscaling": {"max_replicas": 4}}},
+         "either replicas or autoscaling"),
+        ({"models": [{"name": "a"}], "ingress": {"autoscaling": {"min_replicas": 0}}}, "at least 1"),
+        ({"models": [{"name": "a"}], "ingress": {"autoscaling": {"min_replicas": 5, "max_replicas": 2}}},
+         "cannot exceed max_replicas"),
     ],
 )
 def test_invalid_configs_name_the_field(change, field):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from ray.serve import Application, Deployment
 
-from serve.config import ModelDeployment, ServerConfig, load_config
+from serve.config import Autoscaling, IngressConfig, ModelDeployment, ServerConfig, load_config
 from serve.runtime.deployments import Classifier, MetricsHub
 from serve.api.ingress import Ingress
 from serve.runtime.repository import ModelArtifact, load_artifact
@@ -26,8 +26,24 @@ class AppArgs(BaseModel):
     config: str = str(PROJECT_ROOT / "serve" / "config.yaml")
 
 
+def replica_options(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
+    """Ray Serve takes a fixed num_replicas or an autoscaling_config, not both."""
+    if autoscaling is None:
+        return {"num_replicas": replicas}
+    return {"autoscaling_config": {
+        "min_replicas": autoscaling.min_replicas,
+        "max_replicas": autoscaling.max_replicas,
+        "target_ongoing_requests": autoscaling.target_ongoing_requests,
+    }}
+
+
+def ingress_options(spec: IngressConfig) -> dict[str, Any]:
+    """Overrides the decorator's num_replicas=1: every Ingress replica serves HTTP on its own."""
+    return replica_options(spec.replicas, spec.autoscaling)
+
+
 def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
-    options: dict[str, Any] = {
+    return {
         "ray_actor_options": {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
         # Room for four full batches per replica, queued in its own batcher (FIFO, woken at once). Beyond that
         # requests wait (bounded) in the caller's handle queue, which behind HAProxy drains slowly (digits
@@ -37,16 +53,8 @@ def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
         "max_queued_requests": spec.max_queued_requests,
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 20,
+        **replica_options(spec.replicas, spec.autoscaling),
     }
-    if spec.autoscaling is not None:
-        options["autoscaling_config"] = {
-            "min_replicas": spec.autoscaling.min_replicas,
-            "max_replicas": spec.autoscaling.max_replicas,
-            "target_ongoing_requests": spec.autoscaling.target_ongoing_requests,
-        }
-    else:
-        options["num_replicas"] = spec.replicas
-    return options
 
 
 def deployment_name(artifact: ModelArtifact, versions_served: int) -> str:
@@ -102,7 +110,9 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
     fixed = config.model_copy(update={"experiment": None})
     feedback_path = str(config.feedback_path(base_dir).resolve())
     experiment = config.experiment.model_dump() if config.experiment else {}
-    ingress = versioned(Ingress.options(user_config=experiment), fixed.model_dump_json(), str(repository),
+    # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
+    ingress = versioned(Ingress.options(user_config=experiment, **ingress_options(config.ingress)),
+                        fixed.model_dump_json(exclude={"ingress"}), str(repository),
                         ",".join(classifiers), feedback_path, repr(sorted(preprocess_in.items())))
     return ingress.bind(fixed, str(repository), classifiers, hub, feedback_path, preprocess_in)
 
