@@ -73,7 +73,7 @@ class LiveServer:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # the server drains and stops Ray itself
+            self.process.send_signal(signal.SIGTERM)  # the server drains and stops Ray itself
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:

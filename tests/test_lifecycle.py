@@ -168,7 +168,7 @@ def test_shutdown_drains_requests_in_flight(live, pngs):
         futures = [pool.submit(post, i) for i in range(8)]
         sent.wait()
         time.sleep(0.05)
-        live.process.send_signal(signal.SIGINT)
+        live.process.send_signal(signal.SIGTERM)
         statuses = [f.result() for f in futures]
     assert statuses == [200] * 8
     assert live.process.wait(timeout=90) == 0

@@ -13,6 +13,7 @@ import pytest
 
 from loadtests.photos import digit_pngs, jpeg_photos
 from loadtests.procs import process_tree
+from tests.test_ports import assert_refused_and_first_unharmed
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
 from serve.cluster.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments, process_running,
@@ -126,3 +127,7 @@ def test_a_server_stops_the_haproxy_a_killed_server_left_on_its_port(tmp_path) -
         assert not any(process_running(p) for p in orphans) and not own_dir.exists()
         assert f"stopped haproxy {orphans}" in second.log_path.read_text()
         assert _answer(second.url, digit_pngs()[0], "image/png", "seresnet20_digits")[0] == 200
+
+
+def test_a_second_server_on_haproxys_port_fails_at_once(haproxy_server: LiveServer) -> None:
+    assert_refused_and_first_unharmed(haproxy_server, "haproxy")

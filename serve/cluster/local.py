@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from serve.config import ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
+from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
+from serve.cluster.procs import process_tree
 from serve.cluster.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 
 if TYPE_CHECKING:
@@ -54,14 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.update(serve_environment(config.http.proxy))
     with contextlib.ExitStack() as cleanup:
-        if config.http.proxy == "haproxy" and args.address is None:
-            if stopped := reap_orphaned_haproxy():
+        if args.address is None:  # a local server: the port and HAProxy's files are ours to look after
+            haproxy = config.http.proxy == "haproxy"
+            if haproxy and (stopped := reap_orphaned_haproxy()):
                 print(f"warning: stopped haproxy {stopped}, left running by a server that was killed",
                       file=sys.stderr, flush=True)
-            haproxy_dir = cleanup.enter_context(own_haproxy_dir())
-            local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
-            for name, value in local.items():
-                os.environ.setdefault(name, value)
+            try:
+                ensure_port_free(config.http.host, config.http.port)
+            except PortBusy as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                return 1
+            if haproxy:
+                haproxy_dir = cleanup.enter_context(own_haproxy_dir())
+                local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
+                for name, value in local.items():
+                    os.environ.setdefault(name, value)
         return serve_until_stopped(config, args)
 
 
@@ -82,6 +91,13 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
               f"(models: {', '.join(f'{m.name}/{m.version}' for m in cfg.models)})", flush=True)
 
     deploy(config)
+    if args.address is None and (strangers := strangers_on_port(config.http.host, config.http.port,
+                                                                set(process_tree(os.getpid())))):
+        # Another server bound the port between our check and our start; SO_REUSEPORT let both in.
+        print(f"error: {config.http.host}:{config.http.port} is also served by {', '.join(map(str, strangers))}; "
+              "stopping this server", file=sys.stderr, flush=True)
+        ray.shutdown()
+        return 1
     stop, reload = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
