@@ -1,6 +1,7 @@
 """The server's one YAML config, validated with messages that name the offending field."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -95,11 +96,16 @@ class ExperimentConfig(_Strict):
 
 
 class FeedbackConfig(_Strict):
-    """The embedded store of served predictions awaiting feedback, and of the feedback itself."""
+    """The store of served predictions awaiting feedback, and of the feedback itself: a SQLite file on one node
+    (`path`), or a database all replicas share (`url`; RESFAM_FEEDBACK_URL overrides it)."""
 
+    url: str | None = None  # sqlite:///<path> or postgresql://user@host:port/dbname; wins over `path`
     path: str = ".state/feedback.sqlite"  # relative to the project root
     max_rows: int = Field(1_000_000, ge=100)
     retention_s: float = Field(7 * 24 * 3600, gt=0)
+    buffer_rows: int = Field(10_000, ge=1)  # predictions awaiting their write; beyond it new ones are dropped
+    flush_interval_s: float = Field(0.2, gt=0)  # the longest a prediction waits in the buffer
+    feedback_wait_s: float = Field(1.0, ge=0)  # how long /feedback looks for an id another replica may not have written yet
 
 
 class IngressConfig(_Strict):
@@ -157,6 +163,25 @@ class ServerConfig(_Strict):
 
     def feedback_path(self, base: Path | None = None) -> Path:
         return _under(self.feedback.path, base)
+
+    def feedback_url(self, base: Path | None = None) -> str:
+        """`feedback.url`, else `feedback.path` as a SQLite URL; a relative SQLite path is taken under `base`."""
+        url = self.feedback.url
+        if url is None:
+            return f"sqlite:///{self.feedback_path(base)}"
+        if url.startswith(SQLITE_PREFIX):
+            return SQLITE_PREFIX + str(_under(url[len(SQLITE_PREFIX):], base))
+        return url
+
+
+SQLITE_PREFIX = "sqlite:///"
+FEEDBACK_URL_ENV = "RESFAM_FEEDBACK_URL"
+
+
+def effective_feedback_url(configured: str) -> str:
+    """RESFAM_FEEDBACK_URL, where set, replaces the configured URL: a Kubernetes Secret carries the credentials.
+    Read where the store is opened (the replica), so a password never travels in the deployment's arguments."""
+    return os.environ.get(FEEDBACK_URL_ENV) or configured
 
 
 def _under(path_text: str, base: Path | None) -> Path:

@@ -50,6 +50,13 @@ class UnknownLabel(ApiError):
     status, code = 422, "unknown_label"
 
 
+class StoreUnavailable(Overloaded):
+    """The feedback database is down or unreachable: classification goes on, feedback and the report wait
+    (503 with Retry-After) until it is back."""
+
+    code = "store_unavailable"
+
+
 class ReplicaUnavailable(Overloaded):
     """The replica died mid-request (node lost, process killed); classifying is idempotent, so a retry is safe."""
 

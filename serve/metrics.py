@@ -62,6 +62,14 @@ class ServeMetrics:
             "resfam_shadow_duration_seconds", "Time a shadow arm took, off the response path.",
             ["arm"], buckets=LATENCY_BUCKETS, registry=r)
         self.inflight = Gauge("resfam_inflight_requests", "Requests being handled now.", registry=r)
+        self.feedback_store_errors = Counter(
+            "resfam_feedback_store_errors_total", "Feedback store operations that failed (database down or "
+            "erroring); classification goes on.", ["operation"], registry=r)
+        self.feedback_rows_dropped = Counter(
+            "resfam_feedback_rows_dropped_total", "Prediction rows never stored: the write buffer was full, "
+            "a write failed for good, or shutdown came first.", ["reason"], registry=r)
+        self.feedback_buffer_rows = Gauge(
+            "resfam_feedback_buffer_rows", "Prediction rows waiting in memory for their write.", registry=r)
 
     def snapshot(self) -> Snapshot:
         families = []

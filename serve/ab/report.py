@@ -1,9 +1,12 @@
-"""GET /ab/report: per-arm outcomes from the feedback store, and whether their difference is real."""
+"""GET /ab/report: per-arm outcomes from the feedback store, and whether their difference is real.
+
+The store aggregates in the database (counts, accuracy, mean confidence, latency percentiles); this module only
+turns those few numbers into the report and its tests."""
 from __future__ import annotations
 
 from typing import Any
 
-from serve.ab.stats import mcnemar_test, percentile, two_proportion_z_test, verdict, wilson_interval
+from serve.ab.stats import mcnemar_test, two_proportion_z_test, verdict, wilson_interval
 from serve.config import ExperimentConfig
 from serve.ab.store import ArmOutcomes, FeedbackStore, ShadowOutcomes
 
@@ -21,7 +24,7 @@ def arm_summary(o: ArmOutcomes) -> dict[str, Any]:
     return {"arm": o.arm, "requests": o.requests, "feedback": o.feedback, "correct": o.correct,
             "accuracy": o.correct / o.feedback if o.feedback else None,
             "accuracy_ci95": [lo, hi] if o.feedback else None,
-            "latency_p50_s": percentile(o.latencies_s, 50), "latency_p95_s": percentile(o.latencies_s, 95),
+            "latency_p50_s": o.latency_p50_s, "latency_p95_s": o.latency_p95_s,
             "mean_confidence": o.mean_confidence}
 
 
@@ -45,8 +48,7 @@ def paired(o: ShadowOutcomes) -> dict[str, Any]:
         words = f"{better} is more accurate, significant at n={o.paired_feedback} paired (p={test.p_value:.2g})"
     return {"primary": o.primary, "shadow": o.shadow, "compared": o.compared,
             "agreement": o.agreed / o.compared if o.compared else None,
-            "shadow_latency_p50_s": percentile(o.latencies_s, 50),
-            "shadow_latency_p95_s": percentile(o.latencies_s, 95),
+            "shadow_latency_p50_s": o.latency_p50_s, "shadow_latency_p95_s": o.latency_p95_s,
             "paired_feedback": o.paired_feedback, "b_primary_only_correct": o.primary_only_correct,
             "c_shadow_only_correct": o.shadow_only_correct, "mcnemar_statistic": test.statistic,
             "mcnemar_method": test.method, "p_value": test.p_value, "verdict": words}
@@ -54,10 +56,9 @@ def paired(o: ShadowOutcomes) -> dict[str, Any]:
 
 def build_report(store: FeedbackStore, experiment: ExperimentConfig | None) -> dict[str, Any]:
     names = [a.model for a in experiment.arms] if experiment else []
-    outcomes = [store.arm_outcomes(name) for name in names]
+    outcomes, pairs = store.outcomes(names, experiment.primary_arm if experiment else None)
     comparisons = [compare(outcomes[0], other) for other in outcomes[1:]]
-    primary = experiment.primary_arm if experiment else None
-    shadows = [paired(store.shadow_outcomes(primary, name)) for name in names if name != primary]
+    shadows = [paired(o) for o in pairs]
     return {"experiment": describe_experiment(experiment), "arms": [arm_summary(o) for o in outcomes],
             "comparisons": comparisons, "shadow": [s for s in shadows if s["compared"]],
             "verdict": comparisons[0]["verdict"] if comparisons else "no experiment configured"}

@@ -20,7 +20,7 @@ from serve.api.drain import DrainGate, DrainMiddleware
 from serve.api.openapi import describe_api, disable_docs
 from serve.api.responses import (RequestLabels, error_response, install_error_handlers, internal_error, observed,
                                   v2_error_response, v2_internal_error)
-from serve.config import ServerConfig
+from serve.config import ServerConfig, effective_feedback_url
 from serve.errors import ApiError, Overloaded
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
@@ -41,7 +41,7 @@ V2_ERRORS = schemas.error_responses(400, 404, 413, 415, 422, 500, 503, model=sch
 @ray_serve.ingress(app)
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
-                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_path: str,
+                 classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_url: str,
                  preprocess_in: dict[str, str] | None = None) -> None:
         if not config.http.docs:
             disable_docs(app)
@@ -53,8 +53,9 @@ class Ingress:
         client = ModelClient(classifiers, preprocess_in or {}, config.limits.max_pixels,
                              ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics)
         feedback = config.feedback
-        store = FeedbackStore(feedback_path, feedback.max_rows, feedback.retention_s)
-        self.plane = DataPlane(catalog, client, FeedbackRecorder(store, self.metrics), self.metrics, config.limits)
+        store = FeedbackStore(effective_feedback_url(feedback_url), feedback.max_rows, feedback.retention_s)
+        recorder = FeedbackRecorder(store, self.metrics, feedback)
+        self.plane = DataPlane(catalog, client, recorder, self.metrics, config.limits)
         self.drain_gate = app.state.drain = DrainGate()
 
     def reconfigure(self, experiment: dict) -> None:
@@ -62,8 +63,14 @@ class Ingress:
         self.plane.reconfigure(experiment)
 
     async def drain(self, timeout_s: float) -> dict:
-        """Called by `python -m serve` before it stops Ray Serve."""
-        return await self.drain_gate.close(timeout_s)
+        """Called by `python -m serve` before it stops Ray Serve; buffered predictions are written last."""
+        drained = await self.drain_gate.close(timeout_s)
+        return {**drained, "feedback_unwritten": await self.plane.recorder.flush(timeout_s)}
+
+    def __del__(self) -> None:
+        """Ray Serve calls this when it stops the replica, drained or not: write what is buffered (bounded)."""
+        if hasattr(self, "plane"):
+            self.plane.recorder.close()
 
     @app.post("/classify", response_model=schemas.ClassifyResponse, responses=CLASSIFY_ERRORS,
               openapi_extra={"requestBody": schemas.IMAGE_BODY})
@@ -81,7 +88,8 @@ class Ingress:
 
         return await observed(self.metrics, "/classify", run, error_response, internal_error)
 
-    @app.post("/feedback", response_model=schemas.FeedbackResponse, responses=schemas.error_responses(400, 404, 413, 422),
+    @app.post("/feedback", response_model=schemas.FeedbackResponse,
+              responses=schemas.error_responses(400, 404, 413, 422, 503),
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackBody"}}}}})
     async def feedback(self, request: Request) -> Response:
@@ -89,7 +97,7 @@ class Ingress:
         self.pusher.ensure_started()
         return JSONResponse(await self.plane.feedback(await read_body(request, MAX_FEEDBACK_BYTES)))
 
-    @app.get("/ab/report", response_model=schemas.ABReport)
+    @app.get("/ab/report", response_model=schemas.ABReport, responses=schemas.error_responses(503))
     async def ab_report(self) -> dict:
         return await self.plane.report()
 

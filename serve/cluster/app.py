@@ -108,13 +108,13 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
         preprocess_in[artifact.key] = spec.preprocess_in
     # The experiment travels as user_config: changing it reconfigures the ingress without restarting it.
     fixed = config.model_copy(update={"experiment": None})
-    feedback_path = str(config.feedback_path(base_dir).resolve())
+    feedback_url = config.feedback_url(base_dir.resolve())  # RESFAM_FEEDBACK_URL is applied in the replica
     experiment = config.experiment.model_dump() if config.experiment else {}
     # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
     ingress = versioned(Ingress.options(user_config=experiment, **ingress_options(config.ingress)),
                         fixed.model_dump_json(exclude={"ingress"}), str(repository),
-                        ",".join(classifiers), feedback_path, repr(sorted(preprocess_in.items())))
-    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_path, preprocess_in)
+                        ",".join(classifiers), feedback_url, repr(sorted(preprocess_in.items())))
+    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, preprocess_in)
 
 
 def app_builder(args: AppArgs) -> Application:

@@ -1,0 +1,22 @@
+"""The report computes latency percentiles in the database: an index ordered by latency within each arm's
+first images lets it walk them in order instead of sorting an arm's rows. It covers the old arm index.
+
+Revision ID: 0002
+Revises: 0001
+"""
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("predictions_arm_latency", "predictions", ["arm", "image", "latency_s"])
+    op.drop_index("predictions_arm", table_name="predictions")
+
+
+def downgrade() -> None:
+    op.create_index("predictions_arm", "predictions", ["arm"])
+    op.drop_index("predictions_arm_latency", table_name="predictions")
