@@ -6,8 +6,9 @@ autoscaling on ongoing requests), so a config edit and a re-render are all a rol
 from pathlib import Path
 from typing import Any
 
-from serve.cluster.app import PROJECT_ROOT, classifier_deployments, classifier_options
-from serve.config import Autoscaling, ModelDeployment, ServerConfig
+from serve.cluster.app import (PROJECT_ROOT, classifier_deployments, classifier_options, ingress_options,
+                               ingress_user_config)
+from serve.config import Autoscaling, IngressConfig, ModelDeployment, ServerConfig
 
 from deploy.variants import Variant
 
@@ -17,6 +18,8 @@ IMAGE_APP_DIR = "/home/ray/app"   # where the Dockerfile puts the project
 SERVE_PORT = 8000
 # On a cluster every model may grow to this many replicas when no autoscaling is configured.
 DEFAULT_MAX_REPLICAS = 4
+# Ingress replicas a cluster runs at least: losing one pod (drain, crash, upgrade) leaves another serving HTTP.
+CLUSTER_MIN_INGRESS = 2
 
 
 def cluster_spec(spec: ModelDeployment, variant: Variant) -> ModelDeployment:
@@ -29,12 +32,24 @@ def cluster_spec(spec: ModelDeployment, variant: Variant) -> ModelDeployment:
     return spec.model_copy(update={"autoscaling": autoscaling, "num_gpus": variant.gpus_per_replica})
 
 
+def cluster_ingress(spec: IngressConfig) -> IngressConfig:
+    """The config's Ingress scaling, raised to CLUSTER_MIN_INGRESS replicas; Ray Serve spreads them over nodes."""
+    if spec.autoscaling is None:
+        return IngressConfig(replicas=max(spec.replicas, CLUSTER_MIN_INGRESS))
+    low = max(spec.autoscaling.min_replicas, CLUSTER_MIN_INGRESS)
+    raised = spec.autoscaling.model_copy(update={"min_replicas": low,
+                                                 "max_replicas": max(low, spec.autoscaling.max_replicas)})
+    return IngressConfig(autoscaling=raised)
+
+
 def deployment_overrides(config: ServerConfig, variant: Variant, repository: Path) -> list[dict[str, Any]]:
     classifiers = [{"name": name, **classifier_options(cluster_spec(spec, variant))}
                    for name, _, spec in classifier_deployments(config, repository)]
-    # The A/B experiment is the ingress's user_config: editing it here reconfigures a running cluster in place.
-    experiment = config.experiment.model_dump() if config.experiment else {}
-    return [*classifiers, {"name": INGRESS_DEPLOYMENT, "user_config": experiment}]
+    # The A/B experiment is in the ingress's user_config: editing it here reconfigures a running cluster in place.
+    # API keys come from the pods' environment (a Secret), so no generation: new keys take a rolling restart.
+    ingress = {"name": INGRESS_DEPLOYMENT, "user_config": ingress_user_config(config, None),
+               **ingress_options(cluster_ingress(config.ingress))}
+    return [*classifiers, ingress]
 
 
 def serve_config(config: ServerConfig, config_arg: str, variant: Variant,
@@ -43,7 +58,7 @@ def serve_config(config: ServerConfig, config_arg: str, variant: Variant,
     repository = config.repository_path(base_dir).resolve()
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT, "keep_alive_timeout_s": config.http.keep_alive_timeout_s},
         "logging_config": {"encoding": "JSON", "log_level": "WARNING", "enable_access_log": False},
         "applications": [{
             "name": APP_NAME,

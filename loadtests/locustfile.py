@@ -4,7 +4,8 @@ tests/test_locustfile.py runs it headless against the live server (every task, n
 Pick a scenario with `--tags`: single, multi-image, mixed-models, ab, bad-inputs. Locust users are a
 closed loop; `LOCUST_RATE` (requests/s per user) paces them with constant_throughput, which approximates
 an open loop only while the server keeps up (Locust measures from the actual send, not the schedule, so
-`python -m loadtests rate-sweep` is the honest open-loop figure).
+`python -m loadtests rate-sweep` is the honest open-loop figure). `RESFAM_API_KEY`: a key for a server that
+asks for one, sent as `Authorization: Bearer <key>` (it needs the `classify` scope).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from loadtests.photos import bad_inputs, digit_pngs
 MODELS = os.environ.get("LOCUST_MODELS", "seresnet20_digits,resnext20_digits").split(",")
 RATE = float(os.environ.get("LOCUST_RATE", "0"))
 PNG = {"Content-Type": "image/png"}
+API_KEY = os.environ.get("RESFAM_API_KEY")
 
 
 class ClassifyUser(HttpUser):
@@ -27,6 +29,8 @@ class ClassifyUser(HttpUser):
     def on_start(self) -> None:
         self.images = itertools.cycle(digit_pngs())
         self.user_id = f"locust-{random.randrange(10**9)}"
+        if API_KEY:
+            self.client.headers["Authorization"] = f"Bearer {API_KEY}"
 
     @tag("single")
     @task

@@ -6,7 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
+
+
+# Relative paths in the config (model_repository, feedback.path, auth.keys_file) are relative to this.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Strict(BaseModel):
@@ -43,12 +47,21 @@ class ModelDeployment(_Strict):
     # Replica: 5-8 % more images/s and lower p50 than the ingress for resnet50 on CPU (loadtests/results/
     # placement.md): the ingress then ships ~50 KB of JPEG instead of a 602 KB tensor per image.
     preprocess_in: Literal["ingress", "replica"] = "replica"
+    # exact: decode every pixel, then resize. fast: a JPEG decoder scales down in the DCT (1/2, 1/4, 1/8) to the
+    # smallest size still at least the model's resize, then the same resize (serve/runtime/preprocess.py).
+    # DECODE_DEFAULT_REASON
+    decode: Literal["exact", "fast"] = "exact"
 
 
 class Limits(_Strict):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_images_per_request: int = Field(16, ge=1)
+    # Bytes of decoded pixels each decoding process (replica, or ingress for preprocess_in: ingress) holds at
+    # once, counted from the images' headers at the scale they are decoded to. A request that does not fit waits
+    # up to decode_wait_s, then gets 503 with Retry-After; one larger than the whole budget gets 413.
+    decode_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    decode_wait_s: float = Field(5.0, ge=0, le=60)
 
 
 class HttpOptions(_Strict):
@@ -61,6 +74,25 @@ class HttpOptions(_Strict):
     proxy: Literal["haproxy", "ray"] = "ray"
     # The OpenAPI document at /openapi.json and its viewer at /docs.
     docs: bool = True
+    # Slow clients (docs/ARCHITECTURE.md "Slow clients"). A request body must never pause longer than
+    # body_idle_timeout_s and must keep up body_min_rate_bytes_per_s on average after a grace of body_timeout_s:
+    # a 5 MB photo over a 384 kbit/s 3G uplink (~48 KB/s) needs ~105 s and is allowed 10 + 5e6/16384 = 315 s,
+    # while a connection that trickles a few bytes is cut after body_timeout_s (408) and its slot freed.
+    body_idle_timeout_s: float = Field(10.0, gt=0, le=600)
+    body_timeout_s: float = Field(10.0, gt=0, le=600)
+    body_min_rate_bytes_per_s: int = Field(16 * 1024, ge=1)
+    # An idle keep-alive connection is closed after this (Ray's proxy and HAProxy alike).
+    keep_alive_timeout_s: int = Field(15, ge=1, le=3600)
+    # HAProxy mode: `timeout client`, the longest a client may stay silent, headers included (Ray's default: 3600),
+    # and `maxconn`, the connections HAProxy holds at once (Ray's default: 4096).
+    client_idle_timeout_s: int = Field(30, ge=1, le=3600)
+    max_connections: int = Field(4096, ge=16)
+    # Requests one client address may have in flight at once; beyond it 429 with Retry-After. 0: no limit.
+    # Loopback clients (load tests, a sidecar) are exempt unless limit_loopback. The address is the TCP peer, or
+    # the X-Forwarded-For entry that trusted_proxies (addresses or CIDRs of the balancers in front) vouch for.
+    max_inflight_per_client: int = Field(32, ge=0)
+    limit_loopback: bool = False
+    trusted_proxies: list[IPvAnyNetwork] = []
 
 
 class ArmSpec(_Strict):
@@ -68,6 +100,31 @@ class ArmSpec(_Strict):
 
     model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
     weight: float = Field(1, gt=0)
+
+
+class RolloutConfig(_Strict):
+    """A guarded progressive rollout: the challenger's share grows step by step while its guardrails hold, and
+    falls to 0 at the first clear breach (decided by serve/ab/rollout.py; docs/ab/ROLLOUT.md)."""
+
+    challenger: str  # one of the two arms; the other is the baseline. The arms' own weights are then ignored.
+    steps: list[float] = Field(min_length=1)  # the challenger's weight in percent at each step, increasing
+    min_step_s: float = Field(600, ge=0)  # the least time spent at each step
+    min_feedback: int = Field(200, ge=0)  # the least feedback labels on the challenger at each step
+    max_error_rate: float = Field(0.01, ge=0, le=1)  # the challenger's share of 5xx answers
+    max_p95_latency_ratio: float = Field(1.5, gt=0)  # challenger p95 / baseline p95
+    accuracy_margin: float = Field(0.02, ge=0, lt=1)  # how much less accurate than the baseline is tolerated
+    min_shadow_agreement: float | None = Field(None, ge=0, le=1)  # share of mirrored requests answered alike
+    alpha: float = Field(0.05, gt=0, lt=1)  # error rate of the confidence sequences and intervals
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> "RolloutConfig":
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError(f"steps are percentages in (0, 100], got {self.steps}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError(f"steps must increase, got {self.steps}")
+        if self.steps[0] == 100:
+            raise ValueError("the first step must be below 100: the challenger is judged against the baseline's traffic")
+        return self
 
 
 class ExperimentConfig(_Strict):
@@ -80,6 +137,7 @@ class ExperimentConfig(_Strict):
     arms: list[ArmSpec] = Field(min_length=2)
     primary: str | None = None  # shadow mode: the arm that answers (default: the first)
     shadow_timeout_s: float = Field(5.0, gt=0, le=60)
+    rollout: RolloutConfig | None = None
 
     @model_validator(mode="after")
     def _arms_distinct(self) -> "ExperimentConfig":
@@ -88,6 +146,11 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"arms must name different models, got {names}")
         if self.primary is not None and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not one of the arms {names}")
+        if self.rollout is not None:
+            if len(names) != 2 or self.mode != "split":
+                raise ValueError(f"a rollout needs split mode and exactly two arms, got {self.mode} with {names}")
+            if self.rollout.challenger not in names:
+                raise ValueError(f"rollout.challenger {self.rollout.challenger!r} is not one of the arms {names}")
         return self
 
     @property
@@ -125,6 +188,15 @@ class IngressConfig(_Strict):
         return self
 
 
+class AuthConfig(_Strict):
+    """API keys live in `keys_file` and/or the RESFAM_API_KEYS variable, never in this file (serve/api/auth.py).
+    With no keys at all the server is open, which it allows only on a loopback address; elsewhere the config
+    must say `auth: none` to run without keys."""
+
+    keys_file: str | None = None  # relative to the project root; re-read on SIGHUP
+    metrics_open: bool = True  # /metrics without a key: Prometheus scrapes it; restrict it by network instead
+
+
 class ServerConfig(_Strict):
     model_repository: str = "models"
     http: HttpOptions = HttpOptions()
@@ -134,6 +206,7 @@ class ServerConfig(_Strict):
     default_model: str | None = None
     experiment: ExperimentConfig | None = None
     feedback: FeedbackConfig = FeedbackConfig()
+    auth: AuthConfig | Literal["none"] = AuthConfig()
 
     @model_validator(mode="after")
     def _default_model_is_served(self) -> "ServerConfig":
@@ -157,6 +230,11 @@ class ServerConfig(_Strict):
             if version and version not in served and "latest" not in served:
                 raise ValueError(f"experiment arm {arm.model!r}: version {version!r} is not served (served: {served})")
         return self
+
+    def keys_path(self, base: Path | None = None) -> Path | None:
+        if self.auth == "none" or self.auth.keys_file is None:
+            return None
+        return _under(self.auth.keys_file, base)
 
     def repository_path(self, base: Path | None = None) -> Path:
         return _under(self.model_repository, base)

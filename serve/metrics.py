@@ -62,6 +62,15 @@ class ServeMetrics:
             "resfam_shadow_duration_seconds", "Time a shadow arm took, off the response path.",
             ["arm"], buckets=LATENCY_BUCKETS, registry=r)
         self.inflight = Gauge("resfam_inflight_requests", "Requests being handled now.", registry=r)
+        self.client_timeouts = Counter(
+            "resfam_client_timeouts_total", "Requests cut off because the client was too slow (408), by stage.",
+            ["stage"], registry=r)
+        self.client_limited = Counter(
+            "resfam_client_limited_total", "Requests refused (429): their client address had "
+            "http.max_inflight_per_client requests in flight.", registry=r)
+        self.client_requests = Counter(
+            "resfam_client_requests_total", "Requests by API key name ('-': none sent or needed), scope and status.",
+            ["client", "scope", "code"], registry=r)
         self.feedback_store_errors = Counter(
             "resfam_feedback_store_errors_total", "Feedback store operations that failed (database down or "
             "erroring); classification goes on.", ["operation"], registry=r)

@@ -17,7 +17,7 @@ from deploy.render import DEPLOY_DIR, render, stale_files
 from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
 from serve.config import load_config
-from serve.cluster.ray_env import serve_environment
+from serve.cluster.ray_env import front_door_environment
 from tests import k8s_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,8 @@ def test_the_experiment_travels_as_the_ingress_user_config(variant):
     app = serve_config_v2(variant)["applications"][0]
     ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
     shipped = load_config(ROOT / "serve" / "config.yaml").experiment
-    assert ingress["user_config"] == shipped.model_dump() and ingress["user_config"]["arms"]
+    assert ingress["user_config"] == {"experiment": shipped.model_dump(), "keys": None}
+    assert ingress["user_config"]["experiment"]["arms"]
 
 
 def test_gpu_variant_puts_gpus_on_workers_only():
@@ -212,7 +213,7 @@ def test_service_and_monitors_reach_the_named_ports(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_ray_pod_starts_with_the_configured_front_door(variant):
     cluster = ray_service(variant)["spec"]["rayClusterConfig"]
-    wanted = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
+    wanted = front_door_environment(load_config(ROOT / "serve" / "config.yaml").http)
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         container = group["template"]["spec"]["containers"][0]
-        assert {e["name"]: e["value"] for e in container["env"]} == wanted
+        assert {e["name"]: e["value"] for e in container["env"] if "value" in e} == wanted

@@ -14,14 +14,16 @@ from serve.ab.feedback import MAX_FEEDBACK_BYTES
 from serve.ab.recorder import FeedbackRecorder
 from serve.ab.store import FeedbackStore
 from serve.api import schemas
-from serve.api.body import read_body, read_images
+from serve.api.auth import AuthMiddleware, KeySource
+from serve.api.body import BodyPace, read_body, read_images
+from serve.api.client_limit import ClientLimiter, ClientLimitMiddleware
 from serve.api.dataplane import DataPlane
 from serve.api.drain import DrainGate, DrainMiddleware
 from serve.api.openapi import describe_api, disable_docs
 from serve.api.responses import (RequestLabels, error_response, install_error_handlers, internal_error, observed,
                                   v2_error_response, v2_internal_error)
 from serve.config import ServerConfig, effective_feedback_url
-from serve.errors import ApiError, Overloaded
+from serve.errors import ApiError, Overloaded, TooManyRequests
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.client import ModelClient
@@ -30,11 +32,13 @@ app = FastAPI(title="resfam-serve", version="1", description="Image classificati
               "top-k answers, A/B experiments with feedback, and the Open Inference Protocol (KServe V2).")
 install_error_handlers(app)
 describe_api(app)
+app.add_middleware(AuthMiddleware)  # inside the drain gate: a draining server refuses before asking for a key
 app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
                    refusal=lambda: error_response(Overloaded("the server is shutting down; retry on another instance")))
+app.add_middleware(ClientLimitMiddleware, refusal=lambda: error_response(TooManyRequests("too many requests in flight from this address")))
 
-CLASSIFY_ERRORS = schemas.error_responses(400, 404, 413, 415, 422, 500, 503)
-V2_ERRORS = schemas.error_responses(400, 404, 413, 415, 422, 500, 503, model=schemas.V2ErrorBody)
+CLASSIFY_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503)
+V2_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503, model=schemas.V2ErrorBody)
 
 
 @ray_serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -49,6 +53,8 @@ class Ingress:
         self.pusher = MetricsPusher(self.metrics, lambda src, snap: hub.push.remote(src, snap))
         self.hub = hub
         self.limits = config.limits
+        self.pace = BodyPace.from_options(config.http, self.metrics.client_timeouts.labels(stage="body").inc)
+        app.state.client_limit = ClientLimiter.from_options(config.http, self.metrics.client_limited.inc)
         catalog = ModelCatalog(Path(repository), classifiers, config.default_model)
         client = ModelClient(classifiers, preprocess_in or {}, config.limits.max_pixels,
                              ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics)
@@ -57,10 +63,15 @@ class Ingress:
         recorder = FeedbackRecorder(store, self.metrics, feedback)
         self.plane = DataPlane(catalog, client, recorder, self.metrics, config.limits)
         self.drain_gate = app.state.drain = DrainGate()
+        self.keys = KeySource(config.keys_path(), enabled=config.auth != "none")
+        app.state.metrics = self.metrics
+        app.state.metrics_open = config.auth == "none" or config.auth.metrics_open
 
-    def reconfigure(self, experiment: dict) -> None:
-        """Ray Serve calls this with the user_config at start and on every change: no restart, no lost request."""
-        self.plane.reconfigure(experiment)
+    def reconfigure(self, user_config: dict) -> None:
+        """Ray Serve calls this with the user_config at start and on every change: no restart, no lost request.
+        It carries the experiment and the keys' generation (serve/cluster/app.py: ingress_user_config)."""
+        self.plane.reconfigure(user_config.get("experiment"))
+        app.state.keys = self.keys.reload(user_config.get("keys"))
 
     async def drain(self, timeout_s: float) -> dict:
         """Called by `python -m serve` before it stops Ray Serve; buffered predictions are written last."""
@@ -83,19 +94,19 @@ class Ingress:
         async def run(labels: RequestLabels) -> Response:
             plan = self.plane.plan_classify(model, k, request.headers)
             labels.served_by(plan.artifact.name, plan.artifact.version, plan.arm)
-            images = await read_images(request, self.limits)
+            images = await read_images(request, self.limits, self.pace)
             return JSONResponse(await self.plane.classify(plan, images, started))
 
         return await observed(self.metrics, "/classify", run, error_response, internal_error)
 
     @app.post("/feedback", response_model=schemas.FeedbackResponse,
-              responses=schemas.error_responses(400, 404, 413, 422, 503),
+              responses=schemas.error_responses(400, 404, 408, 413, 422, 429, 503),
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackBody"}}}}})
     async def feedback(self, request: Request) -> Response:
         """The true label of a served prediction; the first feedback per image counts, repeats do not."""
         self.pusher.ensure_started()
-        return JSONResponse(await self.plane.feedback(await read_body(request, MAX_FEEDBACK_BYTES)))
+        return JSONResponse(await self.plane.feedback(await read_body(request, MAX_FEEDBACK_BYTES, self.pace)))
 
     @app.get("/ab/report", response_model=schemas.ABReport, responses=schemas.error_responses(503))
     async def ab_report(self) -> dict:
@@ -163,7 +174,7 @@ class Ingress:
         async def run(labels: RequestLabels) -> Response:
             artifact = self.plane.catalog.resolve_versioned(name, version)
             labels.served_by(artifact.name, artifact.version)
-            body = await read_body(request, self.limits.max_body_bytes)
+            body = await read_body(request, self.limits.max_body_bytes, self.pace)
             header_length = request.headers.get("inference-header-content-length")
             return JSONResponse(await self.plane.infer_v2(artifact, body, header_length))
 

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from serve.api.schemas import FeedbackBody, V2InferRequest
+from serve.api.auth import required_scope
+from serve.api.schemas import ERROR_MEANINGS, FeedbackBody, V2InferRequest
 
 REQUEST_BODY_MODELS = (FeedbackBody, V2InferRequest)
 DOC_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
@@ -29,7 +30,7 @@ def describe_api(app: FastAPI) -> None:
                 for name, nested in schema.pop("$defs", {}).items():
                     components.setdefault(name, nested)
                 components[model.__name__] = schema
-            app.openapi_schema = _validation_errors_as_error_body(document)
+            app.openapi_schema = _with_key_refusals(_validation_errors_as_error_body(document))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -43,6 +44,20 @@ def _validation_errors_as_error_body(document: dict[str, Any]) -> dict[str, Any]
     document = json.loads(text)
     for name in ("HTTPValidationError", "ValidationError"):
         document["components"]["schemas"].pop(name, None)
+    return document
+
+
+def _with_key_refusals(document: dict[str, Any]) -> dict[str, Any]:
+    """The auth middleware answers before any route: every route that needs a key may answer 401 or 403."""
+    for path, operations in document["paths"].items():
+        shape = "V2ErrorBody" if path.startswith("/v2/") else "ErrorBody"
+        for method, operation in operations.items():
+            if required_scope(method.upper(), path, metrics_open=False) is None:
+                continue
+            for status in (401, 403):
+                operation["responses"].setdefault(str(status), {
+                    "description": ERROR_MEANINGS[status],
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}})
     return document
 
 

@@ -215,11 +215,15 @@ def error_responses(*statuses: int, model: type[BaseModel] = ErrorBody) -> dict[
 
 ERROR_MEANINGS = {
     400: "the body is empty, not an image, truncated or malformed",
+    401: "API keys are configured and no valid key was sent (Authorization: Bearer <key>)",
+    403: "the API key lacks the route's scope",
     404: "unknown model, route or request id",
     405: "method not allowed",
+    408: "the body stopped arriving, or came too slowly (http.body_* limits); the connection is closed",
     413: "the body, an image's pixels or the image count is over the limit",
     415: "an unsupported media type (SVG, PDF, HTML)",
     422: "a parameter is out of range or of the wrong type",
+    429: "this client address has too many requests in flight; retry after Retry-After",
     500: "an internal error; nothing was recorded",
     503: "overloaded, shutting down or a replica was lost; retry after Retry-After",
 }

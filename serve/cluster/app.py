@@ -7,12 +7,13 @@ from typing import Any
 from pydantic import BaseModel
 from ray.serve import Application, Deployment
 
-from serve.config import Autoscaling, IngressConfig, ModelDeployment, ServerConfig, load_config
+from serve.api.auth import keys_generation
+from serve.config import PROJECT_ROOT, AuthConfig, Autoscaling, IngressConfig, ModelDeployment, ServerConfig, load_config
+from serve.runtime.decoding import Decoding
 from serve.runtime.deployments import Classifier, MetricsHub
 from serve.api.ingress import Ingress
 from serve.runtime.repository import ModelArtifact, load_artifact
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVE_PACKAGE = PROJECT_ROOT / "serve"
 
 
@@ -96,6 +97,20 @@ def classifier_deployments(
     return found
 
 
+def resolved_auth(config: ServerConfig, base_dir: Path) -> AuthConfig | str:
+    """The keys file as an absolute path: replicas do not run in the project root."""
+    keys = config.keys_path(base_dir)
+    if config.auth == "none" or keys is None:
+        return config.auth
+    return config.auth.model_copy(update={"keys_file": str(keys.resolve())})
+
+
+def ingress_user_config(config: ServerConfig, keys: str | None) -> dict[str, Any]:
+    """What the ingress applies in place (Ingress.reconfigure): the experiment, and the generation of its API
+    keys (a digest that changes with them; None where the keys come only from the pod's environment)."""
+    return {"experiment": config.experiment.model_dump() if config.experiment else None, "keys": keys}
+
+
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
@@ -103,15 +118,17 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
     for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
         deployment = Classifier.options(name=name, **classifier_options(spec))
-        inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")))
-        classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub)
-        preprocess_in[artifact.key] = spec.preprocess_in
-    # The experiment travels as user_config: changing it reconfigures the ingress without restarting it.
-    fixed = config.model_copy(update={"experiment": None})
+        decoding = Decoding(spec.preprocess_in, spec.decode, config.limits.decode_budget_bytes,
+                            config.limits.decode_wait_s)
+        inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")), repr(decoding))
+        classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub, decoding)
+        preprocess_in[artifact.key] = decoding  # the ingress decodes a model whose decoding.where says so
+    # The experiment and the keys' generation travel as user_config: they change without restarting the ingress.
+    fixed = config.model_copy(update={"experiment": None, "auth": resolved_auth(config, base_dir)})
     feedback_url = config.feedback_url(base_dir.resolve())  # RESFAM_FEEDBACK_URL is applied in the replica
-    experiment = config.experiment.model_dump() if config.experiment else {}
+    user_config = ingress_user_config(config, keys_generation(config.keys_path(base_dir)))
     # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
-    ingress = versioned(Ingress.options(user_config=experiment, **ingress_options(config.ingress)),
+    ingress = versioned(Ingress.options(user_config=user_config, **ingress_options(config.ingress)),
                         fixed.model_dump_json(exclude={"ingress"}), str(repository),
                         ",".join(classifiers), feedback_url, repr(sorted(preprocess_in.items())))
     return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, preprocess_in)

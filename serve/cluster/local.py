@@ -8,19 +8,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serve.config import ConfigError, ServerConfig, load_config
+from serve.api.auth import ENV_KEYS, KeysError, load_keys
+from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
 from serve.cluster.procs import process_tree
-from serve.cluster.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
+from serve.cluster.ray_env import front_door_environment, local_haproxy_files, local_haproxy_ports
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
@@ -43,6 +46,18 @@ async def drain(ingress: DeploymentHandle) -> dict:
     return await ingress.drain.remote(DRAIN_TIMEOUT_S)
 
 
+def check_auth(config: ServerConfig) -> None:
+    """Secure by default: keys must be readable, and a server without any may only listen on loopback
+    unless its config says `auth: none`."""
+    if config.auth == "none":
+        return
+    keys = load_keys(config.keys_path(PROJECT_ROOT))
+    if not keys and not ipaddress.ip_address(socket.gethostbyname(config.http.host)).is_loopback:
+        raise ConfigError(f"http.host {config.http.host} is reachable from other machines and no API key is "
+                          f"configured (auth.keys_file or {ENV_KEYS}); add keys, or set `auth: none` to serve "
+                          "without them")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -50,11 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_auth(config)
+    except (ConfigError, KeysError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # Ray Serve reads its flags when imported, here and in every process Ray starts: set them first.
     # Ray starts its workers at niceness 15, below everything else on the host; the replicas and the
     # proxy are this server's whole job, so they run at normal priority (an explicit setting wins).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    os.environ.update(serve_environment(config.http.proxy))
+    os.environ.update(front_door_environment(config.http))
     with contextlib.ExitStack() as cleanup:
         if args.address is None:  # a local server: the port and HAProxy's files are ours to look after
             haproxy = config.http.proxy == "haproxy"
@@ -78,11 +98,12 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
     import ray
     from ray import serve as ray_serve
 
-    from serve.cluster.app import PROJECT_ROOT, build_app
+    from serve.cluster.app import build_app
 
     logging.basicConfig(level=args.log_level, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    ray_serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    ray_serve.start(http_options={"host": config.http.host, "port": config.http.port,
+                                  "keep_alive_timeout_s": config.http.keep_alive_timeout_s})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
 
     def deploy(cfg: ServerConfig) -> None:
@@ -110,6 +131,7 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
         reload.clear()
         try:
             new_config = load_config(args.config)
+            check_auth(new_config)
             if new_config.http != config.http:
                 raise ConfigError("http host/port cannot change without a restart")
             deploy(new_config)
