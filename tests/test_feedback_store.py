@@ -22,6 +22,7 @@ from serve.ab.store import FeedbackStore, Prediction
 from serve.config import FEEDBACK_URL_ENV, ExperimentConfig, FeedbackConfig, ServerConfig, effective_feedback_url
 from serve.errors import BadParameter, BadRequest, StoreUnavailable, UnknownLabel
 from serve.metrics import ServeMetrics
+from tests.conftest import free_port
 from tests.postgres import PostgresServer, postgres_database, postgres_server  # noqa: F401 (fixtures)
 
 EXPERIMENT = ExperimentConfig(arms=[{"model": "a", "weight": 1}, {"model": "b", "weight": 1}], mode="shadow")
@@ -325,3 +326,22 @@ def test_postgres_stopping_and_returning_mid_recording(postgres_server: Postgres
         asyncio.run(scenario())
     finally:
         recorder.close()
+
+
+def test_a_database_down_at_start_is_not_an_outage():
+    """The replica starts anyway (the schema is migrated once the database answers); recording goes on,
+    feedback and the report answer store_unavailable, and shutdown counts what it could not write."""
+    metrics = ServeMetrics()
+    recorder = recorder_for(f"postgresql://postgres@127.0.0.1:{free_port()}/absent", metrics, flush_interval_s=0.05)
+
+    async def scenario() -> None:
+        await recorder.record("r1", "a", "a/1", PROBS, 0.01)
+        with pytest.raises(StoreUnavailable):
+            await recorder.report(EXPERIMENT)
+        with pytest.raises(StoreUnavailable):
+            await recorder.find("r1", 0)
+
+    asyncio.run(scenario())
+    assert recorder.close(timeout_s=0.5) == 1
+    assert sample(metrics, "resfam_feedback_rows_dropped_total", reason="shutdown") == 1
+    assert sample(metrics, "resfam_feedback_store_errors_total", operation="report") == 1
