@@ -4,7 +4,19 @@ import sys
 from pathlib import Path
 
 from deploy.render import DEFAULT_CONFIG, DEPLOY_DIR, render, stale_files, write
+from deploy.security import Access
 from deploy.variants import IMAGE_REPOSITORY
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--out", type=Path, default=DEPLOY_DIR,
                             help="output folder (default deploy/; use another one for a registry-specific copy)")
     render_cmd.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
+    default = Access()
+    network = render_cmd.add_argument_group("NetworkPolicy", "who may reach the Ray pods besides each other")
+    network.add_argument("--client-namespace", action="append", default=[], metavar="NS",
+                         help="admit port 8000 from this namespace too (repeatable; this namespace always)")
+    network.add_argument("--prometheus-namespace", default=default.prometheus_namespace, metavar="NS")
+    network.add_argument("--prometheus-pod-label", action="append", type=_label, metavar="KEY=VALUE",
+                         help=f"labels of the Prometheus pods (repeatable; default {_labels(default.prometheus_pods)})")
+    network.add_argument("--kuberay-namespace", default=default.kuberay_namespace, metavar="NS")
     args = parser.parse_args(argv)
-    rendered = render(args.config, args.image_repository)
+    access = Access(client_namespaces=tuple(args.client_namespace), prometheus_namespace=args.prometheus_namespace,
+                    prometheus_pods=dict(args.prometheus_pod_label or default.prometheus_pods.items()),
+                    kuberay_namespace=args.kuberay_namespace)
+    rendered = render(args.config, args.image_repository, access)
     stale = stale_files(rendered, args.out)
     if args.check:
         for rel in stale:

@@ -3,14 +3,11 @@ from typing import Any
 
 import yaml
 
+from deploy import credentials, security
+from deploy.security import APP_LABEL, DASHBOARD_PORT, METRICS_PORT, NAME
 from deploy.serve_config import SERVE_PORT
 from deploy.variants import IMAGE_REPOSITORY, RAY_VERSION, Variant
 
-NAME = "resfam-serve"
-# Not app.kubernetes.io/name: KubeRay sets that one to "kuberay" on its pods.
-APP_LABEL = {"app.kubernetes.io/part-of": NAME}
-METRICS_PORT = 8080      # Ray's --metrics-export-port on every node
-RAY_UID = 1000           # the `ray` user of the official images
 HEAD_RESOURCES = {"cpu": "2", "memory": "8Gi"}
 
 
@@ -23,7 +20,9 @@ def _literal(dumper: yaml.SafeDumper, value: _LiteralStr) -> yaml.Node:
 
 
 class ManifestDumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        """A dict used twice (a selector) is written out twice, not as a YAML anchor and alias."""
+        return True
 
 
 ManifestDumper.add_representer(_LiteralStr, _literal)
@@ -40,22 +39,27 @@ def _ray_container(name: str, image: str, resources: dict[str, str], ports: list
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": ports,
-        # Ray Serve reads its ingress flags (serve/cluster/ray_env.py) when Ray starts in the pod.
-        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
+        # Ray Serve reads its ingress flags (serve/cluster/ray_env.py) when Ray starts in the pod; replicas
+        # inherit Ray's environment, secrets included.
+        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())]
+               + credentials.secret_env(),
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": RAY_UID},
-        "volumeMounts": [{"name": "ray-logs", "mountPath": "/tmp/ray"}],
+        "securityContext": security.container_security_context(),
+        "volumeMounts": security.writable_mounts(),
         # Drain Serve replicas before the pod goes away (KubeRay scale-down, rolling node upgrades).
         "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
     }
 
 
-def _pod_template(container: dict[str, Any], variant: Variant, gpu_node: bool) -> dict[str, Any]:
+def _pod_template(container: dict[str, Any], variant: Variant, gpu_node: bool,
+                  service_account: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [container],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RAY_UID, "fsGroup": RAY_UID},
-        "volumes": [{"name": "ray-logs", "emptyDir": {}}],
+        "securityContext": security.pod_security_context(),
+        "volumes": security.writable_volumes(),
     }
+    if service_account:
+        spec["serviceAccountName"] = service_account
     if gpu_node:
         spec["tolerations"] = list(variant.tolerations)
         spec["nodeSelector"] = dict(variant.node_selector)
@@ -66,7 +70,7 @@ def head_group(variant: Variant, image: str, environment: dict[str, str]) -> dic
     """The head runs the Serve controller, a proxy and the ingress; no GPU, no classifier replicas."""
     ports = [
         {"name": "gcs", "containerPort": 6379},
-        {"name": "dashboard", "containerPort": 8265},
+        {"name": "dashboard", "containerPort": DASHBOARD_PORT},
         {"name": "client", "containerPort": 10001},
         {"name": "serve", "containerPort": SERVE_PORT},
         {"name": "metrics", "containerPort": METRICS_PORT},
@@ -88,7 +92,8 @@ def worker_group(variant: Variant, image: str, environment: dict[str, str]) -> d
         "minReplicas": 1,
         "maxReplicas": variant.worker_max_replicas,
         "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
-        "template": _pod_template(container, variant, gpu_node=variant.gpus_per_worker > 0),
+        "template": _pod_template(container, variant, gpu_node=variant.gpus_per_worker > 0,
+                                  service_account=security.WORKER_SERVICE_ACCOUNT),
     }
 
 
@@ -107,7 +112,10 @@ def ray_service(variant: Variant, serve_config_yaml: str, environment: dict[str,
                 "rayVersion": RAY_VERSION,
                 # Serve autoscaling asks for replicas; the in-tree autoscaler adds worker pods to host them.
                 "enableInTreeAutoscaling": True,
-                "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
+                # KubeRay adds the autoscaler as a sidecar of the head: locked down the same way.
+                "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300,
+                                      "securityContext": security.container_security_context(),
+                                      "volumeMounts": security.writable_mounts()},
                 "headGroupSpec": head_group(variant, image, environment),
                 "workerGroupSpecs": [worker_group(variant, image, environment)],
             },

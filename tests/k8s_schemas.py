@@ -21,11 +21,16 @@ CRD_FILES = {
     ("ray.io/v1", "RayCluster"): "kuberay/ray.io_rayclusters.yaml",
     ("monitoring.coreos.com/v1", "PodMonitor"): "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
+    ("postgresql.cnpg.io/v1", "Cluster"): "cloudnative-pg/postgresql.cnpg.io_clusters.yaml",
 }
 CORE_FILES = {
     ("v1", "Service"): "kubernetes/service-v1.json",
     ("v1", "ConfigMap"): "kubernetes/configmap-v1.json",
     ("apps/v1", "Deployment"): "kubernetes/deployment-apps-v1.json",
+    ("v1", "Secret"): "kubernetes/secret-v1.json",
+    ("v1", "ServiceAccount"): "kubernetes/serviceaccount-v1.json",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "kubernetes/networkpolicy-networking-v1.json",
+    ("policy/v1", "PodDisruptionBudget"): "kubernetes/poddisruptionbudget-policy-v1.json",
 }
 
 
