@@ -9,9 +9,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from serve.api.auth import (ENV_KEYS, AuthMiddleware, KeyRing, KeysError, KeySource, keys_generation, load_keys,
-                            parse_keys, required_scope)
-from serve.cluster.local import check_auth
+from serve.api.auth import (ENV_KEYS, AuthMiddleware, KeyRing, KeysError, KeySource, check_auth, keys_generation,
+                            load_keys, parse_keys, required_scope)
 from serve.config import ConfigError, parse_config
 from serve.metrics import ServeMetrics
 
@@ -146,13 +145,14 @@ CONFIG = {"models": [{"name": "seresnet20_digits"}]}
 
 def test_a_server_without_keys_may_only_listen_on_loopback(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_KEYS, raising=False)
-    check_auth(parse_config(CONFIG))  # 127.0.0.1, what `make serve` does: nothing needed
-    exposed = {**CONFIG, "http": {"host": "0.0.0.0"}}
+    check_auth(parse_config(CONFIG), "127.0.0.1", tmp_path)  # what `make serve` does: nothing needed
     with pytest.raises(ConfigError, match="auth: none"):
-        check_auth(parse_config(exposed))
-    check_auth(parse_config({**exposed, "auth": "none"}))
-    check_auth(parse_config({**exposed, "auth": {"keys_file": str(keys_file(tmp_path, CLASSIFIER))}}))
+        check_auth(parse_config(CONFIG), "0.0.0.0", tmp_path)
+    check_auth(parse_config({**CONFIG, "auth": "none"}), "0.0.0.0", tmp_path)
+    keyed = {**CONFIG, "auth": {"keys_file": "keys.json"}}  # relative to the base
+    keys_file(tmp_path, CLASSIFIER)
+    check_auth(parse_config(keyed), "0.0.0.0", tmp_path)
     monkeypatch.setenv(ENV_KEYS, json.dumps([LABELLER]))
-    check_auth(parse_config(exposed))
+    check_auth(parse_config(CONFIG), "0.0.0.0", tmp_path)
     with pytest.raises(KeysError):
-        check_auth(parse_config({**CONFIG, "auth": {"keys_file": str(tmp_path / "missing.json")}}))
+        check_auth(parse_config({**CONFIG, "auth": {"keys_file": "missing.json"}}), "127.0.0.1", tmp_path)

@@ -16,7 +16,7 @@ from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDepl
 from deploy.render import DEPLOY_DIR, render, stale_files
 from deploy.serve_config import IMAGE_APP_DIR
 from deploy.variants import RAY_VERSION, VARIANTS
-from serve.config import load_config
+from serve.config import ConfigError, load_config
 from serve.cluster.ray_env import front_door_environment
 from tests import k8s_schemas
 
@@ -142,6 +142,15 @@ def test_serve_config_v2_typos_are_caught():
         ServeDeploySchema.model_validate(broken)
 
 
+POD_KEYS = '[{"name": "test", "key": "k-test-0123456789abcdef", "scopes": ["read"]}]'
+
+
+@pytest.fixture(autouse=True)
+def pod_environment(monkeypatch):
+    """The pods carry the API keys (a Secret); without them the cluster's app refuses to build."""
+    monkeypatch.setenv("RESFAM_API_KEYS", POD_KEYS)
+
+
 def built_by_ray_serve(app: dict) -> Application:
     """The application as Ray Serve builds it from a serve config entry (the path KubeRay takes)."""
     module, function = app["import_path"].split(":")
@@ -153,6 +162,12 @@ def built_by_ray_serve(app: dict) -> Application:
 def test_rendered_args_reach_app_builder_as_ray_serve_passes_them():
     """Ray Serve hands the builder a plain dict unless the annotation is a pydantic class."""
     assert isinstance(built_by_ray_serve(serve_config_v2("cpu")["applications"][0]), Application)
+
+
+def test_the_cluster_app_refuses_to_build_without_keys(monkeypatch):
+    monkeypatch.delenv("RESFAM_API_KEYS")
+    with pytest.raises(ConfigError, match="no API key is configured"):
+        built_by_ray_serve(serve_config_v2("cpu")["applications"][0])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Iterable
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.config import ConfigError, ServerConfig
 
 ENV_KEYS = "RESFAM_API_KEYS"
 SCOPES = ("classify", "feedback", "read")
@@ -90,6 +94,16 @@ def keys_generation(keys_file: Path | None, environ: dict[str, str] | None = Non
     if keys_file is not None and keys_file.exists():
         digest.update(keys_file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def check_auth(config: ServerConfig, host: str, base: Path) -> None:
+    """Secure by default: keys must be readable, and a server without any may only listen on loopback unless
+    its config says `auth: none`. A cluster (RayService) is reachable by definition: it checks with 0.0.0.0."""
+    if config.auth == "none":
+        return
+    if not load_keys(config.keys_path(base)) and not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        raise ConfigError(f"{host} is reachable from other machines and no API key is configured "
+                          f"(auth.keys_file or {ENV_KEYS}); add keys, or set `auth: none` to serve without them")
 
 
 class KeyRing:

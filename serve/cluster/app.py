@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from ray.serve import Application, Deployment
 
-from serve.api.auth import keys_generation
+from serve.api.auth import check_auth, keys_generation
 from serve.config import PROJECT_ROOT, AuthConfig, Autoscaling, IngressConfig, ModelDeployment, ServerConfig, load_config
 from serve.runtime.decoding import Decoding
 from serve.runtime.deployments import Classifier, MetricsHub
@@ -135,5 +135,7 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
 
 
 def app_builder(args: AppArgs) -> Application:
-    config_path = Path(args.config)
-    return build_app(load_config(config_path), PROJECT_ROOT)
+    """The cluster's entry point (RayService, `serve run`): refuses to serve without keys unless `auth: none`."""
+    config = load_config(Path(args.config))
+    check_auth(config, "0.0.0.0", PROJECT_ROOT)
+    return build_app(config, PROJECT_ROOT)

@@ -8,17 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serve.api.auth import ENV_KEYS, KeysError, load_keys
+from serve.api.auth import KeysError, check_auth
 from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
@@ -46,18 +44,6 @@ async def drain(ingress: DeploymentHandle) -> dict:
     return await ingress.drain.remote(DRAIN_TIMEOUT_S)
 
 
-def check_auth(config: ServerConfig) -> None:
-    """Secure by default: keys must be readable, and a server without any may only listen on loopback
-    unless its config says `auth: none`."""
-    if config.auth == "none":
-        return
-    keys = load_keys(config.keys_path(PROJECT_ROOT))
-    if not keys and not ipaddress.ip_address(socket.gethostbyname(config.http.host)).is_loopback:
-        raise ConfigError(f"http.host {config.http.host} is reachable from other machines and no API key is "
-                          f"configured (auth.keys_file or {ENV_KEYS}); add keys, or set `auth: none` to serve "
-                          "without them")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -66,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        check_auth(config)
+        check_auth(config, config.http.host, PROJECT_ROOT)
     except (ConfigError, KeysError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -131,7 +117,7 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
         reload.clear()
         try:
             new_config = load_config(args.config)
-            check_auth(new_config)
+            check_auth(new_config, new_config.http.host, PROJECT_ROOT)
             if new_config.http != config.http:
                 raise ConfigError("http host/port cannot change without a restart")
             deploy(new_config)
