@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve.errors import ApiError, Overloaded, ReplicaUnavailable
 from serve.metrics import ServeMetrics
+from serve.runtime.decoding import Decoding
 from serve.runtime.preprocess import decode_and_preprocess_all
 from serve.runtime.repository import ModelArtifact
 
@@ -31,22 +32,24 @@ async def await_replica(artifact: ModelArtifact, response: DeploymentResponse) -
 
 
 class ModelClient:
-    """Probabilities from a model version's replicas, preprocessed where its `preprocess_in` says."""
+    """Probabilities from a model version's replicas, decoded where and as its Decoding says (the ingress's
+    decoding shares this process's budget)."""
 
-    def __init__(self, handles: Mapping[str, DeploymentHandle], preprocess_in: Mapping[str, str],
+    def __init__(self, handles: Mapping[str, DeploymentHandle], decoding: Mapping[str, Decoding],
                  max_pixels: int, executor: Executor, metrics: ServeMetrics) -> None:
-        self.handles, self.preprocess_in = dict(handles), dict(preprocess_in)
+        self.handles, self.decoding = dict(handles), dict(decoding)
         self.max_pixels, self.executor, self.metrics = max_pixels, executor, metrics
 
     async def infer(self, artifact: ModelArtifact, batch: np.ndarray) -> np.ndarray:
         return await await_replica(artifact, self.handles[artifact.key].remote(batch))
 
     async def classify_encoded(self, images: list[bytes], artifact: ModelArtifact) -> np.ndarray:
-        if self.preprocess_in.get(artifact.key) == "replica":
+        decoding = self.decoding[artifact.key]
+        if decoding.where == "replica":
             call = self.handles[artifact.key].classify_encoded.remote(images, self.max_pixels)
             return await await_replica(artifact, call)
         batch, per_image = await decode_and_preprocess_all(images, artifact.preprocessing, self.max_pixels,
-                                                           self.executor)
+                                                           self.executor, decoding.mode, decoding.budget())
         for _ in images:  # one observation per image, as the replicas count them
             self.metrics.preprocess_duration.labels(artifact.name, artifact.version).observe(per_image)
         return await self.infer(artifact, batch)

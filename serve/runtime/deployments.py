@@ -16,6 +16,7 @@ from serve.runtime.batcher import ContinuousBatcher
 from serve.config import ModelDeployment
 from serve.runtime.inference import OnnxClassifier, create_session
 from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
+from serve.runtime.decoding import Decoding
 from serve.runtime.preprocess import decode_and_preprocess_all
 from serve.runtime.providers import plan_providers, tensorrt_libraries_present
 from serve.runtime.repository import load_artifact, verify_checksum
@@ -41,8 +42,8 @@ class MetricsHub:
 class Classifier:
     """Runs one model version with ONNX Runtime; concurrent calls are merged into batches."""
 
-    def __init__(self, spec: ModelDeployment, repository: str, hub: DeploymentHandle) -> None:
-        self.spec = spec
+    def __init__(self, spec: ModelDeployment, repository: str, hub: DeploymentHandle, decoding: Decoding) -> None:
+        self.spec, self.decoding = spec, decoding
         self.artifact = load_artifact(Path(repository), spec.name, spec.version)
         verify_checksum(self.artifact)
         plan = plan_providers(spec.providers, ray.get_gpu_ids(), spec.num_cpus, ort.get_available_providers(),
@@ -80,7 +81,8 @@ class Classifier:
 
     async def classify_encoded(self, images: list[bytes], max_pixels: int) -> np.ndarray:
         """Decode and preprocess in this replica's worker threads (not the ingress's), then classify."""
-        batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels)
+        batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels,
+                                                           decode=self.decoding.mode, budget=self.decoding.budget())
         for _ in images:
             self.metrics.preprocess_duration.labels(**self.labels).observe(per_image)
         return await self(batch)
