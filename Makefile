@@ -10,12 +10,13 @@ CONFIG ?= serve/config.yaml
 # pip warns about every local index folder it skips; keep the output readable.
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help serve test test-all bench models clean
+.PHONY: help serve test test-all bench fuzz models clean
 
 help:
 	@echo "make serve   start the server with the shipped models on http://127.0.0.1:8000"
 	@echo "make test    install everything and run the test suite"
 	@echo "make models  retrain and re-export the shipped default models"
+	@echo "make fuzz    fuzz every parser of client bytes, FUZZ_SECONDS (600) each; findings in fuzz/out/"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -49,6 +50,11 @@ models: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m pytest -m bench -s
+
+# Coverage-guided fuzzing (fuzz/README.md): one target after another at the lowest CPU priority.
+FUZZ_SECONDS ?= 600
+fuzz: $(VENV)/.dev-installed
+	nice -n 19 $(PY) fuzz/run.py --seconds $(FUZZ_SECONDS) --out fuzz/out
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

@@ -20,7 +20,7 @@ class FeedbackRequest:
 def parse_feedback(body: bytes) -> FeedbackRequest:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nesting too deep
         raise BadRequest('feedback must be a JSON object {"request_id": ..., "label": ...}') from None
     if not isinstance(data, dict):
         raise BadRequest('feedback must be a JSON object {"request_id": ..., "label": ...}')

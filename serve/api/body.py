@@ -13,7 +13,8 @@ UNSUPPORTED_TYPES = ("image/svg+xml", "application/pdf", "text/html")
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """Refuse by Content-Length before reading; otherwise stop reading as soon as the limit is passed."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    # isdigit() is also true of digits int() refuses, such as superscripts: isascii() keeps them out.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -6,7 +6,6 @@ header of `Inference-Header-Content-Length` bytes followed by raw tensor bytes);
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import struct
 from dataclasses import dataclass
@@ -48,9 +47,17 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
         size = int(header_length) if header_length is not None else len(body)
         if not 0 < size <= len(body):
             raise ValueError(f"Inference-Header-Content-Length {size} does not fit a body of {len(body)} bytes")
-        return json.loads(body[:size]), body[size:]
-    except (ValueError, UnicodeDecodeError) as exc:
+        header = json.loads(body[:size])
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise BadRequest(f"infer request is not valid JSON: {exc}") from None
+    return _object(header, "the infer request"), body[size:]
+
+
+def _object(value: Any, what: str) -> dict:
+    """Every JSON object of the protocol, checked before its fields are read: clients send any JSON."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
 
 
 def _deserialize_bytes(raw: bytes) -> list[bytes]:
@@ -70,9 +77,11 @@ def _deserialize_bytes(raw: bytes) -> list[bytes]:
 
 def _json_bytes(data: list) -> list[bytes]:
     """In JSON, image bytes travel base64-encoded."""
+    if not isinstance(data, list):
+        raise BadRequest("BYTES data in JSON must be a list of base64 strings")
     try:
         return [base64.b64decode(item, validate=True) for item in data]
-    except (binascii.Error, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError; so is non-ASCII text
         raise BadRequest(f"BYTES data in JSON must be base64 strings: {exc}") from None
 
 
@@ -83,12 +92,14 @@ def parse_infer_request(
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise BadRequest(f"send exactly one input: {TENSOR_INPUT!r} (FP32 NCHW) or {IMAGES_INPUT!r} (BYTES)")
-    spec = inputs[0]
+    spec = _object(inputs[0], "an input")
     name, datatype = spec.get("name"), spec.get("datatype")
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest("input shape must be a list of non-negative integers")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _object(spec.get("parameters") or {}, "an input's parameters").get("binary_data_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise BadRequest("binary_data_size must be a non-negative integer")
     raw = binary[:size] if size is not None else None
     tensor = images = None
     if name == TENSOR_INPUT and datatype == "FP32":
@@ -97,12 +108,12 @@ def parse_infer_request(
         try:
             flat = np.frombuffer(raw, "<f4") if raw is not None else np.asarray(spec.get("data"), np.float32).ravel()
             tensor = flat.reshape(shape).astype(np.float32)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer beyond float32
             raise BadRequest(f"input data does not match shape {shape}: {exc}") from None
         if not np.isfinite(tensor).all():
             raise BadRequest("input holds NaN or infinite values")
     elif name == IMAGES_INPUT and datatype == "BYTES":
-        images = _deserialize_bytes(raw) if raw is not None else _json_bytes(list(spec.get("data") or []))
+        images = _deserialize_bytes(raw) if raw is not None else _json_bytes(spec.get("data") or [])
         if len(shape) != 1 or shape[0] != len(images) or not images:
             raise BadRequest(f"images shape {shape} does not match the {len(images)} images sent")
     else:
@@ -113,9 +124,9 @@ def parse_infer_request(
 def _class_count(outputs: Any, num_classes: int) -> int:
     if not outputs:
         return 0
-    if not isinstance(outputs, list) or len(outputs) != 1 or outputs[0].get("name") != OUTPUT:
+    if not isinstance(outputs, list) or len(outputs) != 1 or _object(outputs[0], "an output").get("name") != OUTPUT:
         raise BadRequest(f"the only output is {OUTPUT!r}")
-    count = (outputs[0].get("parameters") or {}).get("classification", 0)
+    count = _object(outputs[0].get("parameters") or {}, "an output's parameters").get("classification", 0)
     if not isinstance(count, int) or not 0 <= count <= num_classes:
         raise BadParameter(f"classification must be an integer from 0 to {num_classes}")
     return count
