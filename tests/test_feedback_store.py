@@ -27,7 +27,7 @@ from tests.postgres import PostgresServer, postgres_database, postgres_server  #
 
 EXPERIMENT = ExperimentConfig(arms=[{"model": "a", "weight": 1}, {"model": "b", "weight": 1}], mode="shadow")
 LEGACY_FILE = Path(__file__).parent / "data" / "feedback_v0.sqlite"  # written by tests/data/make_feedback_v0.py
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"  # 0003: serve/ab/rollout_store.py
 BACKENDS = ["sqlite", "postgresql"]
 OpenStore = Callable[..., FeedbackStore]
 
