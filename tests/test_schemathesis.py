@@ -21,7 +21,7 @@ def schemathesis(server: LiveServer, seconds: int, examples: int, report: Path) 
     st = Path(sys.executable).with_name("st")
     return subprocess.run(
         [str(st), "run", f"{server.url}/openapi.json", "--checks", CHECKS, "--max-examples", str(examples),
-         "--max-time", str(seconds), "--workers", "2", "--exclude-path", "/metrics", "--no-color",
+         "--max-time", str(seconds), "--workers", "1", "--exclude-path", "/metrics", "--no-color",
          "--report", "junit", "--report-dir", str(report), "--suppress-health-check", "all"],
         capture_output=True, text=True, timeout=seconds + 300)
 

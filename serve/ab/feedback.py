@@ -8,6 +8,8 @@ from typing import Sequence
 from serve.errors import BadParameter, BadRequest, UnknownLabel
 
 MAX_FEEDBACK_BYTES = 16 * 1024
+# The store keeps positions as 32-bit integers; no request holds anywhere near this many images.
+MAX_IMAGE_POSITION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ def parse_feedback(body: bytes) -> FeedbackRequest:
         raise BadParameter("request_id must be the request_id string of a /classify answer")
     if isinstance(label, bool) or not isinstance(label, (str, int)):
         raise BadParameter("label must be a class name (string) or a class index (integer)")
-    if isinstance(image, bool) or not isinstance(image, int) or image < 0:
+    if isinstance(image, bool) or not isinstance(image, int) or not 0 <= image <= MAX_IMAGE_POSITION:
         raise BadParameter("image must be a non-negative integer: the image's position in the request")
     return FeedbackRequest(request_id, label, image)
 

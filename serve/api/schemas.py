@@ -58,7 +58,7 @@ class ClassifyResponse(_Closed):
 class FeedbackBody(_Closed):
     request_id: str
     label: str | int = Field(description="the true class: a label name or an index into the model's labels")
-    image: int = Field(0, ge=0, description="the image's position in a multi-image request")
+    image: int = Field(0, ge=0, le=2**31 - 1, description="the image's position in a multi-image request")
 
 
 class FeedbackResponse(_Closed):
@@ -136,12 +136,56 @@ class ShadowComparison(_Closed):
     verdict: str
 
 
+class RolloutPlan(_Closed):
+    challenger: str
+    steps: list[float]
+    min_step_s: float
+    min_feedback: int
+    max_error_rate: float
+    max_p95_latency_ratio: float
+    accuracy_margin: float
+    min_shadow_agreement: float | None
+    alpha: float
+    decide_every_s: float
+
+
+class RolloutDecision(_Closed):
+    step: int
+    action: Literal["advance", "rollback", "complete"]
+    weight: float
+    reason: str
+    decided_at: float
+
+
+class RolloutHold(_Closed):
+    step: int
+    reason: str
+    decided_at: float
+
+
+class RolloutReport(_Closed):
+    """The experiment's guarded rollout (docs/ab/ROLLOUT.md): where it stands and every step's decision."""
+
+    experiment: str
+    baseline: str
+    challenger: str
+    plan: RolloutPlan
+    status: Literal["running", "completed", "rolled_back"]
+    step: int
+    challenger_weight: float
+    started_at: float
+    step_started_at: float
+    decisions: list[RolloutDecision]
+    latest_hold: RolloutHold | None
+
+
 class ABReport(_Closed):
     experiment: ExperimentDescription | None
     arms: list[ArmSummary]
     comparisons: list[ArmComparison]
     shadow: list[ShadowComparison]
     verdict: str
+    rollout: RolloutReport | None = None
 
 
 class Liveness(_Closed):
