@@ -127,7 +127,10 @@ def test_report_counts_what_was_sent(http, digit_pngs):
         assert arm["accuracy_ci95"][0] <= arm["accuracy"] <= arm["accuracy_ci95"][1]
         assert 0 < arm["latency_p50_s"] <= arm["latency_p95_s"] and 0 < arm["mean_confidence"] <= 1
     (cmp,) = report["comparisons"]
-    assert 0 <= cmp["p_value"] <= 1 and cmp["verdict"] == report["verdict"] and f"n={cmp['n']}" in cmp["verdict"]
+    assert 0 <= cmp["p_value"] <= 1 and f"n={cmp['n']}" in cmp["verdict"]
+    assert cmp["always_valid"]["verdict"] == report["verdict"]
+    low, high = cmp["always_valid"]["confidence_sequence"]
+    assert low <= cmp["difference"] <= high
 
 
 def test_offline_evaluation_sends_every_image_to_every_arm(ab, http, tmp_path):

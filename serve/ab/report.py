@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve.ab.sequential import always_valid_comparison, always_valid_paired, paired_win_share_sequence
 from serve.ab.stats import mcnemar_test, two_proportion_z_test, verdict, wilson_interval
 from serve.config import ExperimentConfig
 from serve.ab.store import ArmOutcomes, FeedbackStore, ShadowOutcomes
@@ -33,7 +34,10 @@ def compare(a: ArmOutcomes, b: ArmOutcomes) -> dict[str, Any]:
     test = two_proportion_z_test(a.correct, a.feedback, b.correct, b.feedback)
     return {"arms": [a.arm, b.arm], "n": a.feedback + b.feedback, "difference": test.difference,
             "z": test.z, "p_value": test.p_value,
-            "verdict": verdict(a.arm, a.correct, a.feedback, b.arm, b.correct, b.feedback, test.p_value)}
+            "verdict": verdict(a.arm, a.correct, a.feedback, b.arm, b.correct, b.feedback, test.p_value),
+            # valid however often the report is read: the fixed-sample p-value above is not (docs/ab/SEQUENTIAL.md)
+            "always_valid": always_valid_comparison(a.correct, a.feedback, b.correct, b.feedback,
+                                                    names=(a.arm, b.arm))}
 
 
 def paired(o: ShadowOutcomes) -> dict[str, Any]:
@@ -51,14 +55,29 @@ def paired(o: ShadowOutcomes) -> dict[str, Any]:
             "shadow_latency_p50_s": o.latency_p50_s, "shadow_latency_p95_s": o.latency_p95_s,
             "paired_feedback": o.paired_feedback, "b_primary_only_correct": o.primary_only_correct,
             "c_shadow_only_correct": o.shadow_only_correct, "mcnemar_statistic": test.statistic,
-            "mcnemar_method": test.method, "p_value": test.p_value, "verdict": words}
+            "mcnemar_method": test.method, "p_value": test.p_value, "verdict": words,
+            "agreement_confidence_sequence": (list(paired_win_share_sequence(o.compared - o.agreed, o.agreed))
+                                              if o.compared else None),
+            "always_valid": always_valid_paired(o.primary_only_correct, o.shadow_only_correct,
+                                                names=(o.primary, o.shadow))}
 
 
 def build_report(store: FeedbackStore, experiment: ExperimentConfig | None) -> dict[str, Any]:
     names = [a.model for a in experiment.arms] if experiment else []
     outcomes, pairs = store.outcomes(names, experiment.primary_arm if experiment else None)
     comparisons = [compare(outcomes[0], other) for other in outcomes[1:]]
-    shadows = [paired(o) for o in pairs]
+    shadows = [s for s in (paired(o) for o in pairs) if s["compared"]]
     return {"experiment": describe_experiment(experiment), "arms": [arm_summary(o) for o in outcomes],
-            "comparisons": comparisons, "shadow": [s for s in shadows if s["compared"]],
-            "verdict": comparisons[0]["verdict"] if comparisons else "no experiment configured"}
+            "comparisons": comparisons, "shadow": shadows,
+            "verdict": safe_verdict(experiment, comparisons, shadows)}
+
+
+def safe_verdict(experiment: ExperimentConfig | None, comparisons: list[dict[str, Any]],
+                 shadows: list[dict[str, Any]]) -> str:
+    """The report's headline is the always-valid verdict: people refresh the page and stop at the first
+    "significant", which a fixed-sample test cannot survive."""
+    if experiment is None or not comparisons:
+        return "no experiment configured"
+    if experiment.mode == "shadow" and shadows:
+        return shadows[0]["always_valid"]["verdict"]
+    return comparisons[0]["always_valid"]["verdict"]

@@ -28,7 +28,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from serve.ab.experiment import Arm
-from serve.ab.sequential import confidence_sequence, paired_win_share_sequence, quantile_interval
+from serve.ab.sequential import confidence_sequence, paired_win_share_sequence, quantile_interval, quantile_ranks
 from serve.config import ExperimentConfig, RolloutConfig
 
 Action = Literal["advance", "hold", "rollback", "complete"]
@@ -163,10 +163,8 @@ def windows(plan: RolloutConfig, state: RolloutState, now: float) -> Windows:
 
 
 def p95_ranks(n: int, alpha: float) -> tuple[int | None, int | None]:
-    """The 1-based ranks (ascending) of the latencies that bound the p95 with confidence 1 - alpha among n, so
-    that a database reads two rows (ORDER BY latency OFFSET rank - 1) instead of all of them."""
-    low, high = quantile_interval(np.arange(1, n + 1), 0.95, alpha)
-    return (None if low is None else int(low), None if high is None else int(high))
+    """The ranks of the latencies that bound the p95 among n (see sequential.quantile_ranks)."""
+    return quantile_ranks(n, 0.95, alpha)
 
 
 def baseline_of(experiment: ExperimentConfig) -> str:

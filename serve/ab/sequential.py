@@ -183,19 +183,17 @@ def always_valid_paired(b: int, c: int, alpha: float = DEFAULT_ALPHA, *, prior: 
             "win_share_confidence_sequence": [lo, hi], "alpha": alpha, "prior": prior, "verdict": words}
 
 
-def quantile_interval(samples: Sequence[float], q: float = 0.95,
-                      alpha: float = DEFAULT_ALPHA) -> tuple[float | None, float | None]:
-    """Distribution-free (1 - alpha) interval for the q-quantile (e.g. latency p95) from order statistics.
+def quantile_ranks(n: int, q: float = 0.95, alpha: float = DEFAULT_ALPHA) -> tuple[int | None, int | None]:
+    """The 1-based ranks (ascending) of the order statistics that bound the q-quantile with confidence 1 - alpha
+    among n samples, so that a database reads two rows instead of all of them.
 
     With K = #samples below the true quantile ~ Binomial(n, q), [x_(l), x_(u)] covers it with probability
-    P(l <= K < u); l and u are taken so that each tail holds at most alpha/2. An end that needs more
+    P(l <= K < u); l and u are taken so that each tail holds at most alpha/2. A rank that would need more
     samples than there are (p95's upper end needs 72 at alpha 0.05) is None. Fixed-sample, not always-valid.
     """
     if not 0 < q < 1:
         raise ValueError(f"q must lie in (0, 1), got {q}")
     _check_alpha(alpha)
-    x = np.sort(np.asarray(samples, dtype=float))
-    n = len(x)
     if n == 0:
         return (None, None)
     k = np.arange(n)
@@ -203,8 +201,17 @@ def quantile_interval(samples: Sequence[float], q: float = 0.95,
     steps = np.log(n - k) - np.log(k + 1) + math.log(q) - math.log1p(-q)
     log_pmf = n * math.log1p(-q) + np.concatenate(([0.0], np.cumsum(steps)))
     cdf = np.cumsum(np.exp(log_pmf))
-    # lower end x_(l) (1-based): the largest l with P(K <= l - 1) <= alpha/2
-    l = int(np.searchsorted(cdf, alpha / 2, side="right"))
+    # lower end x_(l): the largest l with P(K <= l - 1) <= alpha/2
+    low = int(np.searchsorted(cdf, alpha / 2, side="right"))
     # upper end x_(u): the smallest u with P(K <= u - 1) >= 1 - alpha/2
-    u = int(np.searchsorted(cdf, 1 - alpha / 2, side="left")) + 1
-    return (float(x[l - 1]) if l >= 1 else None, float(x[u - 1]) if u <= n else None)
+    high = int(np.searchsorted(cdf, 1 - alpha / 2, side="left")) + 1
+    return (low if low >= 1 else None, high if high <= n else None)
+
+
+def quantile_interval(samples: Sequence[float], q: float = 0.95,
+                      alpha: float = DEFAULT_ALPHA) -> tuple[float | None, float | None]:
+    """Distribution-free (1 - alpha) interval for the q-quantile (e.g. latency p95) from order statistics
+    (`quantile_ranks`); an end with too few samples is None."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    low, high = quantile_ranks(len(x), q, alpha)
+    return (None if low is None else float(x[low - 1]), None if high is None else float(x[high - 1]))

@@ -111,13 +111,35 @@ class ArmSummary(_Closed):
     mean_confidence: float | None
 
 
+class AlwaysValidComparison(_Closed):
+    """mSPRT with a normal mixture (Johari et al. 2017): valid however often the report is read."""
+
+    always_valid_p_value: float
+    confidence_sequence: list[float] = Field(description="for accuracy of the second arm minus the first")
+    alpha: float
+    tau: float
+    verdict: str
+
+
+class AlwaysValidPaired(_Closed):
+    """Beta-binomial mixture test on the discordant pairs of shadow mode."""
+
+    always_valid_p_value: float
+    win_share: float | None = Field(description="the shadow's share of the images only one arm got right")
+    win_share_confidence_sequence: list[float]
+    alpha: float
+    prior: float
+    verdict: str
+
+
 class ArmComparison(_Closed):
     arms: list[str]
     n: int
     difference: float
     z: float
-    p_value: float
+    p_value: float = Field(description="fixed-sample: valid only when read once, at a size fixed in advance")
     verdict: str
+    always_valid: AlwaysValidComparison
 
 
 class ShadowComparison(_Closed):
@@ -134,6 +156,8 @@ class ShadowComparison(_Closed):
     mcnemar_method: str
     p_value: float
     verdict: str
+    agreement_confidence_sequence: list[float] | None
+    always_valid: AlwaysValidPaired
 
 
 class RolloutPlan(_Closed):
@@ -184,7 +208,7 @@ class ABReport(_Closed):
     arms: list[ArmSummary]
     comparisons: list[ArmComparison]
     shadow: list[ShadowComparison]
-    verdict: str
+    verdict: str = Field(description="the always-valid verdict: safe to read at any time")
     rollout: RolloutReport | None = None
 
 
