@@ -42,6 +42,18 @@ class Overloaded(ApiError):
     status, code = 503, "overloaded"
 
 
+class RequestTimeout(ApiError):
+    """The client stopped sending its body, or sent it too slowly to finish (serve/api/body.py BodyPace)."""
+
+    status, code = 408, "request_timeout"
+
+
+class TooManyRequests(Overloaded):
+    """This client address already has http.max_inflight_per_client requests in flight (serve/api/client_limit.py)."""
+
+    status, code = 429, "too_many_requests"
+
+
 class UnknownRequest(ApiError):
     status, code = 404, "unknown_request"
 

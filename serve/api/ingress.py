@@ -35,7 +35,8 @@ describe_api(app)
 app.add_middleware(AuthMiddleware)  # inside the drain gate: a draining server refuses before asking for a key
 app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
                    refusal=lambda: error_response(Overloaded("the server is shutting down; retry on another instance")))
-app.add_middleware(ClientLimitMiddleware, refusal=lambda: error_response(TooManyRequests("too many requests in flight from this address")))
+app.add_middleware(ClientLimitMiddleware,  # outermost: refuses before any other work
+                   refusal=lambda: error_response(TooManyRequests("too many requests in flight from this address")))
 
 CLASSIFY_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503)
 V2_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503, model=schemas.V2ErrorBody)

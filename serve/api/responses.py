@@ -10,20 +10,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.errors import ApiError, BadParameter, Overloaded
+from serve.errors import ApiError, BadParameter, Overloaded, RequestTimeout, TooManyRequests
 from serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
 
 
+def _error_headers(exc: ApiError) -> dict[str, str]:
+    """Retry-After on refusals. A timed-out body, or one refused unread, leaves the connection mid-request:
+    closing it is the only way to be rid of what the client may still send."""
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else {}
+    if isinstance(exc, (RequestTimeout, TooManyRequests)):
+        headers["Connection"] = "close"
+    return headers
+
+
 def error_response(exc: ApiError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=_error_headers(exc))
 
 
 def v2_error_response(exc: ApiError) -> JSONResponse:
     """The Open Inference Protocol's clients expect `{"error": "message"}`."""
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=_error_headers(exc))
 
 
 def internal_error() -> JSONResponse:

@@ -7,6 +7,8 @@ import random
 import socket
 from pathlib import Path
 
+from serve.config import HttpOptions
+
 HAPROXY = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy on every node in place of the Python proxy,
     # ingress replicas serving HTTP directly, gRPC between replicas, user code on the replica's own loop.
@@ -19,6 +21,16 @@ RAY_PROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED":
 def serve_environment(proxy: str) -> dict[str, str]:
     """The flags for `http.proxy`; they replace whatever the caller's environment says."""
     return dict(HAPROXY if proxy == "haproxy" else RAY_PROXY)
+
+
+def front_door_environment(http: HttpOptions) -> dict[str, str]:
+    """serve_environment plus, in HAProxy mode, the slow-client limits only HAProxy's env can set: how long a
+    client may stay silent (headers included; Ray's default is an hour) and how many connections it holds."""
+    env = serve_environment(http.proxy)
+    if http.proxy == "haproxy":
+        env.update(RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=str(http.client_idle_timeout_s),
+                   RAY_SERVE_HAPROXY_MAXCONN=str(http.max_connections))
+    return env
 
 
 # Below the kernel's ephemeral range (32768+), which hands released ports straight back out to Ray's own
