@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 
 import atheris
-import starlette.requests  # noqa: F401  (imported first: instrumented below are only the parsers)
+import starlette.datastructures  # noqa: F401  (imported first: what is instrumented below is the parsing)
 
 from contract import expect_client_error, main, split_line
 from serve.config import Limits
 
 with atheris.instrument_imports():
-    import multipart  # python-multipart, which starlette's form parser drives
-    from starlette import formparsers, requests
+    import python_multipart  # noqa: F401  (the multipart parser starlette's form parser drives)
+    from starlette import formparsers, requests  # noqa: F401
 
     from serve.api import body as body_module
 
