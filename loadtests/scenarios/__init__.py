@@ -3,6 +3,7 @@ run(args, pool) -> headline ({scenario, figure, ok}); `python -m loadtests <NAME
 from __future__ import annotations
 
 from loadtests.scenarios import cpu_resnet50
+from loadtests.scenarios.decode import DecodeAgreement, PhonePhotos
 from loadtests.scenarios.endurance import Faults, Soak
 from loadtests.scenarios.frontdoor import FrontDoor
 from loadtests.scenarios.robustness import BadInputs, Batching
@@ -11,4 +12,4 @@ from loadtests.scenarios.traffic import AbTraffic, MixedModels, MultiImage
 
 # The standard set's order: scenarios on the same server config run back to back and share one server.
 SCENARIOS = {s.NAME: s for s in (cpu_resnet50, ConcurrencySweep, RateSweep, MultiImage, MixedModels, AbTraffic,
-                                  BadInputs, Soak, Batching, FrontDoor, Faults)}
+                                  BadInputs, Soak, Batching, FrontDoor, Faults, DecodeAgreement, PhonePhotos)}
