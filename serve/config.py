@@ -118,6 +118,7 @@ class RolloutConfig(_Strict):
     accuracy_margin: float = Field(0.02, ge=0, lt=1)  # how much less accurate than the baseline is tolerated
     min_shadow_agreement: float | None = Field(None, ge=0, le=1)  # share of mirrored requests answered alike
     alpha: float = Field(0.05, gt=0, lt=1)  # error rate of the confidence sequences and intervals
+    decide_every_s: float = Field(5.0, gt=0)  # how often each ingress replica reads the evidence and decides
 
     @model_validator(mode="after")
     def _steps_increase(self) -> "RolloutConfig":

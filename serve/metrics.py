@@ -21,6 +21,8 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
+# Gauges every replica sets to the same cluster-wide value: merged by their maximum, not summed.
+SHARED_GAUGES = frozenset({"resfam_rollout_weight"})
 
 
 class ServeMetrics:
@@ -79,6 +81,12 @@ class ServeMetrics:
             "a write failed for good, or shutdown came first.", ["reason"], registry=r)
         self.feedback_buffer_rows = Gauge(
             "resfam_feedback_buffer_rows", "Prediction rows waiting in memory for their write.", registry=r)
+        self.rollout_weight = Gauge(
+            "resfam_rollout_weight", "Each arm's weight in percent under the experiment's guarded rollout.",
+            ["experiment", "arm"], registry=r)
+        self.rollout_decisions = Counter(
+            "resfam_rollout_decisions_total", "Rollout decisions: advance, rollback and complete by the replica "
+            "whose decision was stored, hold by every replica that held.", ["experiment", "action"], registry=r)
 
     def snapshot(self) -> Snapshot:
         families = []
@@ -96,7 +104,8 @@ def merge_snapshots(snapshots: list[Snapshot]) -> bytes:
             _, _, values, keys = merged.setdefault(name, (typ, doc, {}, {}))
             for sample_name, labels, value in samples:
                 key = (sample_name, tuple(sorted(labels.items())))
-                values[key] = values.get(key, 0.0) + value
+                values[key] = (max(values.get(key, value), value) if name in SHARED_GAUGES
+                               else values.get(key, 0.0) + value)
                 keys[key] = (sample_name, labels)
 
     class _Merged:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from serve.ab.experiment import Arm, assign
+from serve.ab.rollout import RolloutState, arm_weights
 from serve.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,23 @@ class ExperimentRouter:
         """`check_arm` raises for an arm naming no loaded model: the update fails, not later requests."""
         parsed = ExperimentConfig.model_validate(experiment) if experiment else None
         arms = tuple(Arm(a.model, a.weight) for a in parsed.arms) if parsed else ()
+        if parsed and parsed.rollout:  # its first step until the rollout driver reads the stored decisions
+            arms = arm_weights(parsed, RolloutState.start(0.0))
         for arm in arms:
             check_arm(arm.name)
         self.state = ExperimentState(parsed, arms)
         log.info("experiment now %s", parsed)
+
+    def set_arms(self, arms: tuple[Arm, ...], config: ExperimentConfig) -> bool:
+        """New weights for the running experiment, swapped whole (a request sees the old or the new arms);
+        refused (False) when `config` is no longer the running experiment, so a late rollout tick cannot put
+        one experiment's arms under another."""
+        state = self.state
+        if state.config is not config:
+            return False
+        if arms != state.arms:
+            self.state = ExperimentState(config, arms)
+        return True
 
     def choose(self, model: str | None, headers: Mapping[str, str]) -> str | None:
         """The arm for a request that names no model; None when the request bypasses it or it is off."""

@@ -5,6 +5,7 @@ probabilities (the tests give it ONNX Runtime in the same process).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,12 +14,15 @@ from typing import Any, Awaitable, Mapping, Protocol
 import numpy as np
 
 from serve.ab.feedback import parse_feedback
+from serve.ab.database import is_transient
 from serve.ab.recorder import FeedbackRecorder
+from serve.ab.rollout_driver import RolloutDriver
+from serve.ab.rollout_store import RolloutStore
 from serve.ab.router import ExperimentRouter
 from serve.ab.shadow import ShadowMirror
 from serve.api import oip
 from serve.config import Limits
-from serve.errors import PayloadTooLarge
+from serve.errors import PayloadTooLarge, StoreUnavailable
 from serve.metrics import ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.postprocess import parse_k, top_k
@@ -46,10 +50,12 @@ class DataPlane:
         self.catalog, self.classifiers, self.recorder = catalog, classifiers, recorder
         self.metrics, self.limits = metrics, limits
         self.router = ExperimentRouter()
+        self.rollout = RolloutDriver(self.router, RolloutStore(recorder.store.engine), metrics)
         self.shadow = ShadowMirror(classifiers.classify_encoded, catalog.resolve, recorder, metrics)
 
     def reconfigure(self, experiment: Mapping[str, Any] | None) -> None:
         self.router.reconfigure(experiment, self.catalog.resolve)
+        self.rollout.reapply()
 
     def plan_classify(self, model: str | None, k: str | None, headers: Mapping[str, str]) -> ClassifyPlan:
         arm = self.router.choose(model, headers)
@@ -57,6 +63,15 @@ class DataPlane:
         return ClassifyPlan(artifact, arm, parse_k(k, len(artifact.labels)))
 
     async def classify(self, plan: ClassifyPlan, images: list[bytes], started: float) -> dict[str, Any]:
+        self.rollout.ensure_started()
+        try:
+            return await self._classify(plan, images, started)
+        except Exception as exc:
+            if getattr(exc, "status", 500) >= 500:  # the rollout's error guardrail counts the arm's 5xx
+                self.rollout.note_error(plan.arm)
+            raise
+
+    async def _classify(self, plan: ClassifyPlan, images: list[bytes], started: float) -> dict[str, Any]:
         artifact, arm = plan.artifact, plan.arm
         probs = await self.classifiers.classify_encoded(images, artifact)
         results = [top_k(p, plan.k, artifact.labels) for p in probs]
@@ -96,4 +111,16 @@ class DataPlane:
         return await self.recorder.score(parse_feedback(body), self.catalog)
 
     async def report(self) -> dict[str, Any]:
-        return await self.recorder.report(self.router.experiment)
+        body = await self.recorder.report(self.router.experiment)
+        try:
+            body["rollout"] = await asyncio.get_running_loop().run_in_executor(self.rollout.executor,
+                                                                               self.rollout.report)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise StoreUnavailable("the feedback store is unavailable; retry shortly") from None
+        return body
+
+    async def drain(self) -> None:
+        """The replica is going: stop deciding, and write the 5xx rows it still holds."""
+        await self.rollout.stop()

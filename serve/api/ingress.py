@@ -77,6 +77,7 @@ class Ingress:
     async def drain(self, timeout_s: float) -> dict:
         """Called by `python -m serve` before it stops Ray Serve; buffered predictions are written last."""
         drained = await self.drain_gate.close(timeout_s)
+        await self.plane.drain()  # the guarded rollout stops deciding here
         return {**drained, "feedback_unwritten": await self.plane.recorder.flush(timeout_s)}
 
     def __del__(self) -> None:
