@@ -11,7 +11,7 @@ from starlette.requests import Request
 from serve.api.body import BodyPace, read_body
 from serve.api.client_limit import ClientLimiter, client_address
 from serve.config import HttpOptions
-from serve.errors import RequestTimeout
+from serve.errors import BadRequest, RequestTimeout
 
 
 def _request(chunks: list[tuple[float, bytes]]) -> Request:
@@ -94,3 +94,15 @@ def test_the_limit_is_per_address_and_released():
     for key in ("a", "a", "b"):
         limiter.release(key)
     assert limiter.inflight == {}
+
+
+def test_a_client_gone_mid_body_is_its_error_not_a_500():
+    messages = [{"type": "http.request", "body": b"\x89PNG", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/classify", "query_string": b"", "headers": []},
+                      receive)
+    with pytest.raises(BadRequest, match="went away after 4 bytes"):
+        asyncio.run(read_body(request, 1024, BodyPace(idle_s=1, grace_s=1, min_rate=1)))

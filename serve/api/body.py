@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from serve.config import HttpOptions, Limits
 from serve.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -50,6 +50,8 @@ async def _paced(request: Request, pace: BodyPace | None):
             chunk = await asyncio.wait_for(chunks.__anext__(), wait_s)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:  # nobody reads the answer; a 4xx keeps it out of the 500s and their tracebacks
+            raise BadRequest(f"the client went away after {received} bytes of its body") from None
         except asyncio.TimeoutError:
             pace.on_timeout()
             raise RequestTimeout(f"the body stopped or came too slowly: {received} bytes in "
