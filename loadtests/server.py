@@ -53,7 +53,7 @@ class LiveServer:
         started = time.monotonic()
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serve", "--config", str(self.config_path)],
+            self.command(),
             cwd=ROOT, env=env, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = started + timeout_s
         while time.monotonic() < deadline:
@@ -64,6 +64,10 @@ class LiveServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server not ready in {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def command(self) -> list[str]:
+        """The server's command line; it reads everything else from config_path."""
+        return [sys.executable, "-m", "serve", "--config", str(self.config_path)]
 
     def ready(self) -> bool:
         try:
