@@ -207,26 +207,34 @@ class FeedbackStore:
             return ([self._arm_outcomes(connection, arm) for arm in arms],
                     [self._shadow_outcomes(connection, primary, arm) for arm in arms if primary and arm != primary])
 
+    @property
+    def _then(self) -> str:
+        """The join that reads the smaller side (feedback, shadows) first and looks predictions up by key.
+        SQLite's planner, without statistics, starts from an arm's predictions instead (30 s against 2 s at a
+        million rows); its CROSS JOIN keeps the written order. PostgreSQL plans from its statistics."""
+        return "CROSS JOIN" if self.backend == "sqlite" else "JOIN"
+
     def _arm_outcomes(self, connection: Connection, arm: str) -> ArmOutcomes:
         params = {"arm": arm}
+        # every request has an image 0, and (arm, image, latency_s, confidence) covers this: no table lookups
         requests, mean_confidence = connection.execute(text(
-            "SELECT COUNT(DISTINCT request_id), AVG(confidence) FROM predictions WHERE arm = :arm"), params).one()
+            f"SELECT {_count_if('image = 0')}, AVG(confidence) FROM predictions WHERE arm = :arm"), params).one()
         p50, p95 = self._percentiles(connection, "predictions WHERE arm = :arm AND image = 0", "latency_s", params)
         feedback, correct = connection.execute(text(
-            f"SELECT COUNT(*), {_count_if('p.predicted = f.label')} FROM predictions p "
-            "JOIN feedback f USING (request_id, image) WHERE p.arm = :arm"), params).one()
+            f"SELECT COUNT(*), {_count_if('p.predicted = f.label')} FROM feedback f "
+            f"{self._then} predictions p USING (request_id, image) WHERE p.arm = :arm"), params).one()
         return ArmOutcomes(arm, requests, mean_confidence, p50, p95, feedback, correct)
 
     def _shadow_outcomes(self, connection: Connection, primary: str, shadow: str) -> ShadowOutcomes:
         params = {"primary": primary, "shadow": shadow}
-        pairs = "predictions p JOIN shadows s USING (request_id, image) WHERE p.arm = :primary AND s.arm = :shadow"
+        pairs = f"shadows s {self._then} predictions p USING (request_id, image) WHERE p.arm = :primary AND s.arm = :shadow"
         compared, agreed = connection.execute(text(
             f"SELECT COUNT(*), {_count_if('p.predicted = s.predicted')} FROM {pairs}"), params).one()
         p50, p95 = self._percentiles(connection, f"{pairs} AND s.image = 0", "s.latency_s", params)
         paired, b, c = connection.execute(text(
             f"SELECT COUNT(*), {_count_if('p.predicted = f.label AND s.predicted != f.label')}, "
-            f"{_count_if('p.predicted != f.label AND s.predicted = f.label')} FROM predictions p "
-            "JOIN shadows s USING (request_id, image) JOIN feedback f USING (request_id, image) "
+            f"{_count_if('p.predicted != f.label AND s.predicted = f.label')} FROM shadows s "
+            f"{self._then} feedback f USING (request_id, image) {self._then} predictions p USING (request_id, image) "
             "WHERE p.arm = :primary AND s.arm = :shadow"), params).one()
         return ShadowOutcomes(primary, shadow, compared, agreed, p50, p95, paired, b, c)
 

@@ -1,5 +1,6 @@
-"""The report computes latency percentiles in the database: an index ordered by latency within each arm's
-first images lets it walk them in order instead of sorting an arm's rows. It covers the old arm index.
+"""The report aggregates in the database: an index ordered by latency within each arm's first images lets it
+walk them in order for the percentiles instead of sorting an arm's rows, and with confidence in it the per-arm
+counts and mean read the index alone. It covers the old arm index.
 
 Revision ID: 0002
 Revises: 0001
@@ -13,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("predictions_arm_latency", "predictions", ["arm", "image", "latency_s"])
+    op.create_index("predictions_arm_latency", "predictions", ["arm", "image", "latency_s", "confidence"])
     op.drop_index("predictions_arm", table_name="predictions")
 
 
