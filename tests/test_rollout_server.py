@@ -8,8 +8,9 @@ import sqlite3
 import httpx
 import pytest
 
-from loadtests.rollout import BASELINE, ROTATED, TWIN, drive_rollout, rollout_config, rollout_experiment, \
-    rollout_repository
+from loadtests.rollout import (BASELINE, ROTATED, TWIN, drive_rollout, rollout_config, rollout_experiment,
+                               rollout_repository)
+from serve.api import schemas
 from tests.conftest import LiveServer, default_config, free_port
 from tests.test_server import metric_samples, total
 
@@ -58,6 +59,8 @@ def test_a_challenger_that_answers_wrong_is_rolled_back(live):
     after = [arm for t, _, arm, _, _ in run.answers if t > last["decided_at"] + 2]
     assert after and set(after) == {BASELINE}
     assert stored_decisions(live, "rollout-rotated") == [(d["step"], d["action"]) for d in rollout["decisions"]]
+    assert counted_decisions(live, "rollout-rotated") == len(rollout["decisions"])
+    schemas.ABReport.model_validate(run.report)  # the OpenAPI document describes the rollout section
 
 
 def test_a_challenger_as_good_as_the_baseline_reaches_all_traffic(live):

@@ -93,6 +93,8 @@ class RolloutDriver:
         self._write_errors()
         now = self.clock()
         state = self._read(experiment, now)
+        if state.status != "running":  # concluded: keep applying its weights, count nothing
+            return None
         decision = decide(experiment.rollout, state, self.store.evidence(experiment, state, now), now)
         if decision is None:
             return None

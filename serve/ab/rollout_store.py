@@ -66,12 +66,17 @@ class RolloutStore:
                 yield connection
 
     def start(self, experiment: str, now: float) -> float:
-        """When the rollout began: `now` if this call is the first for the experiment, else the stored time."""
+        """When the rollout began: `now` if this call is the first for the experiment, else the stored time.
+        Read first: only the first look of a rollout needs the write lock."""
+        query = select(ROLLOUTS.c.started_at).where(ROLLOUTS.c.experiment == experiment)
+        with self._snapshot() as connection:
+            started = connection.execute(query).scalar()
+        if started is not None:
+            return started
         with self._transaction() as connection:
             connection.execute(self._insert(ROLLOUTS).on_conflict_do_nothing(),
                                {"experiment": experiment, "started_at": now})
-            return connection.execute(select(ROLLOUTS.c.started_at).where(
-                ROLLOUTS.c.experiment == experiment)).scalar_one()
+            return connection.execute(query).scalar_one()
 
     def state(self, experiment: str, now: float) -> RolloutState:
         """The rollout as the stored decisions make it (started now if it never ran)."""
