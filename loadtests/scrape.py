@@ -28,3 +28,16 @@ def batch_size_distribution(before: dict[float, float], after: dict[float, float
         out[label] = int(round(cumulative - previous))
         previous = cumulative
     return out
+
+
+def histogram_totals(url: str, name: str) -> tuple[float, float]:
+    """(sum, count) of histogram `name` over all its label sets, e.g. the mean batch size between two scrapes."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            for sample in family.samples:
+                suffix = sample.name[len(name):]
+                if suffix in totals:
+                    totals[suffix] += sample.value
+    return totals["_sum"], totals["_count"]

@@ -6,6 +6,7 @@ from loadtests.scenarios import cpu_resnet50
 from loadtests.scenarios.decode import DecodeAgreement, PhonePhotos
 from loadtests.scenarios.endurance import Faults, Soak
 from loadtests.scenarios.frontdoor import FrontDoor
+from loadtests.scenarios.peers import Peers
 from loadtests.scenarios.robustness import BadInputs, Batching
 from loadtests.scenarios.rollout import Rollout
 from loadtests.scenarios.slowclients import SlowClients
@@ -15,4 +16,4 @@ from loadtests.scenarios.traffic import AbTraffic, MixedModels, MultiImage
 # The standard set's order: scenarios on the same server config run back to back and share one server.
 SCENARIOS = {s.NAME: s for s in (cpu_resnet50, ConcurrencySweep, RateSweep, MultiImage, MixedModels, AbTraffic,
                                   BadInputs, Soak, Batching, FrontDoor, Faults, DecodeAgreement, PhonePhotos,
-                                  SlowClients, Rollout)}
+                                  SlowClients, Rollout, Peers)}

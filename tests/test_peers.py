@@ -1,0 +1,37 @@
+"""The peers benchmark's arithmetic: process roles and the GPU-feeding figures, from made-up measurements."""
+from __future__ import annotations
+
+import pytest
+
+from loadtests.scenarios import peers
+
+
+def test_roles_from_process_names():
+    assert peers.role("ServeReplica:resfam:classifier-resnet50") == peers.CLASSIFIER
+    assert peers.role("ServeReplica:resfam:Ingress") == "ingress replica"
+    assert peers.role("ProxyActor") == "ray proxy"
+    assert peers.role("haproxy") == "haproxy"
+    assert peers.role("python -m loadtests.plain_server") == "plain server"
+    assert peers.role("python dashboard.py") == "other ray processes"
+
+
+def test_gpu_feeding_adds_the_parts_and_scales_to_cores():
+    rows = [{"server": peers.RAY, "level": 1, "outside_classifier_cpu_ms": 99.0},
+            {"server": peers.RAY, "level": 32, "outside_classifier_cpu_ms": 10.0},
+            {"server": peers.RAY + peers.TENSOR, "level": 32, "outside_classifier_cpu_ms": 4.0}]
+    front = [{"server": peers.RAY, "cpu_ms": {peers.CLASSIFIER: 3.0}, "ort_cpu_ms_est": 1.0}]
+    decode = {"500x375": 2.0, "4032x3024": 20.0, "digits PNG": 0.5}
+    got = {r["input"]: r for r in peers.gpu_feeding(rows, front, decode)}
+    assert got["500x375 JPEG"]["cpu_ms_per_image"] == pytest.approx(10 + 1.5 + 2)  # highest level counts
+    assert got["4032x3024 JPEG (decode: fast)"]["cpu_ms_per_image"] == pytest.approx(10 + 1.5 + 20)
+    tensor = got["preprocessed tensor (OIP binary)"]
+    assert tensor["cpu_ms_per_image"] == pytest.approx(4 + 1.5)
+    assert tensor["cores_per_gpu"] == pytest.approx(peers.GPU_IMAGES_PER_S * 5.5 / 1000)
+    assert peers.gpu_feeding(rows[:2], front, decode) == []  # no tensor row: nothing to compare
+
+
+def test_ort_figure_at_a_mean_batch():
+    profile = {1: 9.0, 2: 8.0, 4: 6.0, 8: 5.0, 16: 4.0}
+    assert peers.ort_ms_at(profile, 0.0) == 9.0
+    assert peers.ort_ms_at(profile, 5.3) == 6.0
+    assert peers.ort_ms_at(profile, 40) == 4.0
