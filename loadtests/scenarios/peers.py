@@ -245,6 +245,11 @@ def role_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return [{"server": r["server"], "level": r["level"], **r["cpu_ms"]} for r in rows], roles
 
 
+def generator_shares(results: dict) -> str:
+    return ", ".join(f"{r['server']} c={r['level']} {100 * r['generator_cpu_ms'] / (r['generator_cpu_ms'] + r['server_cpu_ms']):.0f}%"
+                     for r in results["front_door"])
+
+
 def plots(out, results: dict) -> list[str]:
     rows = [r for r in results["runs"] if not r["server"].endswith(TENSOR)]
     top = max(r["level"] for r in rows)
@@ -307,6 +312,8 @@ The shipped digits model (about 1 ms of inference), small PNGs, one per request.
 {table(results['front_door'], ['server', 'level', 'requests_per_s', 'p50_ms', 'p99_ms', 'errors', 'server_cpu_ms', 'ort_cpu_ms_est', 'outside_ort_cpu_ms', 'generator_cpu_ms', 'load_average'])}
 
 {table(front_roles, ['server', 'level', *front_cols])}
+
+The load generator's share of all CPU spent (is the Python client the bottleneck?): {generator_shares(results)}.
 
 ## What feeding a GPU costs
 
