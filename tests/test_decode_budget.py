@@ -1,6 +1,9 @@
 """DecodeBudget: bytes of decoded pixels in flight per process; waits are bounded, oversize is refused."""
 import asyncio
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +143,32 @@ def test_invalid_budgets_are_refused():
         DecodeBudget(0, 1)
     with pytest.raises(ValueError):
         DecodeBudget(10, -1)
+
+
+FREED_BUFFERS = """
+import os, sys, threading
+import numpy as np
+from loadtests.procs import rss_bytes
+from serve.runtime.decoding import give_back_large_buffers
+if sys.argv[1] == "give":
+    give_back_large_buffers()
+base = rss_bytes(os.getpid())
+def work(seed):  # decoding threads: photos of 8-16 MB, a few alive at a time, freed in any order
+    rng, held = np.random.default_rng(seed), []
+    for _ in range(40):
+        held.append(np.ones(int(rng.integers(8, 16)) << 20, np.uint8))
+        if len(held) > 3:
+            held.pop(int(rng.integers(0, len(held))))
+threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print((rss_bytes(os.getpid()) - base) / 1e6)
+"""
+
+
+def test_freed_photo_buffers_go_back_to_the_system():
+    """Six threads freeing photo-sized buffers: glibc's default kept ~80 MB of them here; given back, a few MB."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", FREED_BUFFERS, "give"], cwd=root, capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(root)})
+    assert float(out.stdout) < 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import functools
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -35,7 +36,23 @@ class Decoding:
 @functools.cache
 def process_budget(capacity_bytes: int, wait_s: float) -> "DecodeBudget":
     """This process's one budget (models decoded in the same process share it)."""
+    give_back_large_buffers()
     return DecodeBudget(capacity_bytes, wait_s)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BUFFER = 4 * MIB
+
+
+def give_back_large_buffers() -> None:
+    """Buffers of LARGE_BUFFER and more (decoded photos) get pages of their own, returned to the system when freed.
+    By default glibc raises its threshold after the first such buffer is freed and serves the next ones from
+    per-thread arenas that keep their pages: the replica then outgrew its idle size by more than its budget."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its allocator has its own policy
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER)
 
 
 class DecodeBudget:
