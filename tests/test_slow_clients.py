@@ -1,0 +1,104 @@
+"""Slow clients (issue 17) against a live server in both front-door modes: stalled bodies get 408 and are
+closed within http.body_* limits, slow headers and unread answers do not stop anyone else, normal requests keep
+succeeding meanwhile, and no ongoing-request slot is leaked."""
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from loadtests.generator import Shot, run_closed
+from loadtests.scenarios.common import digits_shots
+from loadtests.server import LiveServer, default_config, free_port
+from loadtests.slow_clients import Attack, Stalled
+
+pytestmark = pytest.mark.integration
+
+LIMITS = {"body_idle_timeout_s": 2, "body_timeout_s": 2, "keep_alive_timeout_s": 3, "client_idle_timeout_s": 4}
+PER_CLIENT = 32
+# Ray's proxy hands the ingress the client's address; HAProxy (as Ray renders it) adds no X-Forwarded-For, so the
+# ingress sees HAProxy's: a per-client limit there would put every client in one bucket (docs/ARCHITECTURE.md).
+CLIENT_LIMIT = {"ray": {"max_inflight_per_client": PER_CLIENT, "limit_loopback": True},
+                "haproxy": {"max_inflight_per_client": 0}}
+# The ingress's ongoing-request slots (serve/api/ingress.py): more stalled bodies than this at once.
+SLOTS = 256
+SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # 10 attacker addresses, 30 bodies each: under PER_CLIENT
+
+
+@pytest.fixture(scope="module", params=["ray", "haproxy"])
+def slow_server(request, tmp_path_factory) -> LiveServer:
+    config = default_config(free_port())
+    config["http"].update(proxy=request.param, **LIMITS, **CLIENT_LIMIT[request.param])
+    live = LiveServer(config, tmp_path_factory.mktemp(f"slow-{request.param}"))
+    live.start()
+    yield live
+    live.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def test_stalled_clients_are_cut_while_normal_traffic_goes_on(slow_server: LiveServer):
+    proxy = slow_server.config["http"]["proxy"]
+    timeouts_before = _metric(slow_server.url, "resfam_client_timeouts_total")
+    attack = Attack(slow_server.port, {"body": 300, "header": 30, "reader": 10}, duration_s=16, sources=SOURCES,
+                    repeat=False)
+    with attack:
+        time.sleep(1)  # the stalled bodies hold every slot now
+        normal = run_closed(slow_server.url, digits_shots(), 4, 8, timeout_s=20).summary()
+    bodies, headers = attack.of("body"), attack.of("header")
+    assert len(bodies) == 300 and len(headers) == 30
+    # Normal requests all succeed; the worst waited for stalled bodies ahead of it to be cut (2 s + queueing).
+    assert normal["errors"] == 0 and normal["requests"] > 20, normal
+    assert normal["max_ms"] < 10_000, normal
+    # Every stalled body is answered 408 and closed in time: 2 s of grace, plus the wait for a slot of those
+    # beyond the 256th. Behind HAProxy, its `timeout client` (4 s here) may cut a waiting one first, with its own
+    # 400 page; the ingress then sees the client gone.
+    def cut(b: Stalled) -> bool:
+        by_haproxy = proxy == "haproxy" and b.status == 400 and b"text/html" in b.answer
+        return b.closed and (b.status == 408 or by_haproxy)
+
+    assert all(cut(b) for b in bodies), {(b.answer, b.closed) for b in bodies if not cut(b)}
+    assert sum(b.status == 408 for b in bodies) >= SLOTS
+    assert max(b.held_s for b in bodies) < 10, max(b.held_s for b in bodies)
+    assert _metric(slow_server.url, "resfam_client_timeouts_total") - timeouts_before >= SLOTS
+    if proxy == "haproxy":  # HAProxy's `timeout client` (client_idle_timeout_s) also ends unfinished headers
+        assert all(h.closed and h.held_s < LIMITS["client_idle_timeout_s"] + 3 for h in headers)
+    # Ray's proxy (uvicorn) has no header timeout: those connections stay open, holding no slot (above).
+
+
+def test_no_slot_is_leaked_after_the_attack(slow_server: LiveServer):
+    """Every slot back: as many requests at once as the ingress has slots all succeed (GET /models, which
+    only the ingress answers: classifying 256 at once would meet the model's own queue limit first)."""
+    burst = run_closed(slow_server.url, lambda i: Shot("/models", method="GET"), SLOTS, 3, timeout_s=30).summary()
+    assert burst["errors"] == 0 and burst["requests"] >= SLOTS, burst
+    classified = run_closed(slow_server.url, digits_shots(), 16, 2, timeout_s=30).summary()
+    assert classified["errors"] == 0 and classified["requests"] >= 16, classified
+
+
+def test_an_idle_keep_alive_connection_is_closed(slow_server: LiveServer):
+    with httpx.Client(base_url=slow_server.url, timeout=10) as client:
+        first = client.get("/v2/health/live")
+        time.sleep(LIMITS["keep_alive_timeout_s"] + 2)
+        second = client.get("/v2/health/live")  # httpx finds its pooled connection closed and opens another
+    assert first.status_code == second.status_code == 200
+    assert first.extensions["network_stream"] is not second.extensions["network_stream"]
+
+
+def test_one_address_beyond_its_limit_is_refused_at_once(slow_server: LiveServer):
+    if slow_server.config["http"]["proxy"] != "ray":
+        pytest.skip("behind HAProxy the ingress sees HAProxy's address, not the client's (no X-Forwarded-For)")
+    limited_before = _metric(slow_server.url, "resfam_client_limited_total")
+    attack = Attack(slow_server.port, {"body": PER_CLIENT + 8}, duration_s=8, sources=["127.0.0.20"], repeat=False)
+    with attack:
+        time.sleep(0.5)
+        normal = run_closed(slow_server.url, digits_shots(), 2, 2, timeout_s=10).summary()  # from 127.0.0.1
+    statuses = sorted(b.status for b in attack.results)
+    assert statuses == [408] * PER_CLIENT + [429] * 8, statuses
+    assert all(b.held_s < 1 for b in attack.results if b.status == 429)
+    assert normal["errors"] == 0, normal
+    assert _metric(slow_server.url, "resfam_client_limited_total") - limited_before == 8
