@@ -31,8 +31,8 @@ def test_a_free_port_passes_and_a_held_one_names_its_holder():
         assert [listener.pid for listener in listeners(port)] == [os.getpid()]
         with pytest.raises(PortBusy, match=rf"127\.0\.0\.1:{port} is already in use by pid {os.getpid()} \("):
             ensure_port_free("127.0.0.1", port)
-        assert strangers_on_port("127.0.0.1", port, {os.getpid()}) == []
-        assert [s.pid for s in strangers_on_port("127.0.0.1", port, set())] == [os.getpid()]
+        assert strangers_on_port("127.0.0.1", port, lambda: {os.getpid()}) == []
+        assert [s.pid for s in strangers_on_port("127.0.0.1", port, set)] == [os.getpid()]
     ensure_port_free("127.0.0.1", port)
 
 

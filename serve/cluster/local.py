@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from serve.api.auth import KeysError, check_auth
 from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
-from serve.cluster.haproxy_orphans import own_haproxy_dir, reap_orphaned_haproxy
+from serve.cluster.haproxy_orphans import haproxies_using, own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
 from serve.cluster.procs import process_tree
 from serve.cluster.ray_env import front_door_environment, local_haproxy_files, local_haproxy_ports
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.update(front_door_environment(config.http))
     with contextlib.ExitStack() as cleanup:
+        haproxy_dir: Path | None = None
         if args.address is None:  # a local server: the port and HAProxy's files are ours to look after
             haproxy = config.http.proxy == "haproxy"
             if haproxy and (stopped := reap_orphaned_haproxy()):
@@ -73,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 return 1
             if haproxy:
-                haproxy_dir = cleanup.enter_context(own_haproxy_dir())
-                local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(Path(haproxy_dir))}
+                haproxy_dir = Path(cleanup.enter_context(own_haproxy_dir()))
+                local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(haproxy_dir)}
                 for name, value in local.items():
                     os.environ.setdefault(name, value)
-        return serve_until_stopped(config, args)
+        return serve_until_stopped(config, args, haproxy_dir)
 
 
-def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
+def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_dir: Path | None) -> int:
     import ray
     from ray import serve as ray_serve
 
@@ -98,8 +99,12 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace) -> int:
               f"(models: {', '.join(f'{m.name}/{m.version}' for m in cfg.models)})", flush=True)
 
     deploy(config)
-    if args.address is None and (strangers := strangers_on_port(config.http.host, config.http.port,
-                                                                set(process_tree(os.getpid())))):
+    # Ours: this process's tree, and the haproxy processes that run on our own HAProxy directory (a reloaded
+    # haproxy need not stay under the process that started it).
+    def ours() -> set[int]:
+        return set(process_tree(os.getpid())) | set(haproxies_using(haproxy_dir) if haproxy_dir else ())
+
+    if args.address is None and (strangers := strangers_on_port(config.http.host, config.http.port, ours)):
         # Another server bound the port between our check and our start; SO_REUSEPORT let both in.
         print(f"error: {config.http.host}:{config.http.port} is also served by {', '.join(map(str, strangers))}; "
               "stopping this server", file=sys.stderr, flush=True)

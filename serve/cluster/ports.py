@@ -9,6 +9,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 LISTEN = "0A"  # TCP state in /proc/net/tcp
 
@@ -96,6 +97,9 @@ def ensure_port_free(host: str, port: int) -> None:
                            "http.port") from None
 
 
-def strangers_on_port(host: str, port: int, ours: set[int]) -> list[Listener]:
-    """Listeners that are not ours: another server that started on the port while we did."""
-    return [listener for listener in listeners(port, host) if listener.pid not in ours]
+def strangers_on_port(host: str, port: int, ours: Callable[[], set[int]]) -> list[Listener]:
+    """Listeners that are not ours: another server that started on the port while we did. `ours` is asked after
+    the listeners are listed, so a process of ours that started meanwhile (a reloaded haproxy) is known."""
+    holders = listeners(port, host)
+    own = ours()
+    return [listener for listener in holders if listener.pid not in own]
