@@ -12,6 +12,7 @@ from loadtests.rollout import (BASELINE, ROTATED, TWIN, drive_rollout, rollout_c
                                rollout_repository)
 from serve.api import schemas
 from tests.conftest import LiveServer, default_config, free_port
+from tests.test_openapi import check_against_document
 from tests.test_server import metric_samples, total
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,8 @@ def test_a_challenger_that_answers_wrong_is_rolled_back(live):
     assert stored_decisions(live, "rollout-rotated") == [(d["step"], d["action"]) for d in rollout["decisions"]]
     assert counted_decisions(live, "rollout-rotated") == len(rollout["decisions"])
     schemas.ABReport.model_validate(run.report)  # the OpenAPI document describes the rollout section
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        check_against_document(http.get("/openapi.json").json(), "get", "/ab/report", http.get("/ab/report"))
 
 
 def test_a_challenger_as_good_as_the_baseline_reaches_all_traffic(live):
