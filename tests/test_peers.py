@@ -16,17 +16,22 @@ def test_roles_from_process_names():
 
 
 def test_gpu_feeding_adds_the_parts_and_scales_to_cores():
-    rows = [{"server": peers.RAY, "level": 1, "outside_classifier_cpu_ms": 99.0},
-            {"server": peers.RAY, "level": 32, "outside_classifier_cpu_ms": 10.0},
-            {"server": peers.RAY + peers.TENSOR, "level": 32, "outside_classifier_cpu_ms": 4.0}]
-    front = [{"server": peers.RAY, "cpu_ms": {peers.CLASSIFIER: 3.0}, "ort_cpu_ms_est": 1.0}]
+    def row(server, level, **cpu_ms):
+        return {"server": server, "level": level, "cpu_ms": cpu_ms}
+    rows = [row(peers.RAY, 1, **{"ray proxy": 99.0}),
+            row(peers.RAY, 32, **{"ray proxy": 3.0, "ingress replica": 4.0, "controller": 50.0}),
+            row(peers.RAY + peers.TENSOR, 32, **{"ray proxy": 5.0, "ingress replica": 6.0})]
+    front = [{**row(peers.RAY, 32, **{"ray proxy": 2.0, "ingress replica": 3.0, peers.CLASSIFIER: 3.0,
+                                      "raylet/gcs": 9.0}), "ort_cpu_ms_est": 1.0}]
     decode = {"500x375": 2.0, "4032x3024": 20.0, "digits PNG": 0.5}
     got = {r["input"]: r for r in peers.gpu_feeding(rows, front, decode)}
-    assert got["500x375 JPEG"]["cpu_ms_per_image"] == pytest.approx(10 + 1.5 + 2)  # highest level counts
-    assert got["4032x3024 JPEG (decode: fast)"]["cpu_ms_per_image"] == pytest.approx(10 + 1.5 + 20)
+    # request path 2 + 3 (per-second roles left out), replica 3 - 1 - 0.5, then decoding
+    assert got["500x375 JPEG"]["cpu_ms_per_image"] == pytest.approx(5 + 1.5 + 2)
+    assert got["4032x3024 JPEG (decode: fast)"]["cpu_ms_per_image"] == pytest.approx(5 + 1.5 + 20)
     tensor = got["preprocessed tensor (OIP binary)"]
-    assert tensor["cpu_ms_per_image"] == pytest.approx(4 + 1.5)
-    assert tensor["cores_per_gpu"] == pytest.approx(peers.GPU_IMAGES_PER_S * 5.5 / 1000)
+    assert tensor["request_path_ms"] == pytest.approx(5 + (11 - 7))  # the tensor body's extra on the path
+    assert tensor["cpu_ms_per_image"] == pytest.approx(9 + 1.5)
+    assert tensor["cores_per_gpu"] == pytest.approx(peers.GPU_IMAGES_PER_S * 10.5 / 1000)
     assert peers.gpu_feeding(rows[:2], front, decode) == []  # no tensor row: nothing to compare
 
 
