@@ -202,7 +202,8 @@ class Peers(Scenario):
         return {"scenario": cls.NAME,
                 "figure": f"c=8: ray {t['ratio_at_8']:.2f}x, haproxy {t['haproxy_ratio_at_8']:.2f}x the plain server's "
                           f"images/s; c=1 p50 {t['p50_gap_ms_at_1']:+.1f} ms; front door c={args.front_door_concurrency} "
-                          + ", ".join(f"{r['server']} {r['requests_per_s']:.0f}" for r in front) + " req/s",
+                          + ", ".join(f"{r['server']} {r['requests_per_s']:.0f}" for r in front) + " req/s"
+                          + (" (inconclusive: shared machine)" if t["contended"] else ""),
                 "ok": None if t["contended"] else t["met"]}
 
 
