@@ -27,6 +27,7 @@ from serve.errors import ApiError, Overloaded, TooManyRequests
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.client import ModelClient
+from serve.runtime.decoding import Decoding
 
 app = FastAPI(title="resfam-serve", version="1", description="Image classification with the ResNet family: "
               "top-k answers, A/B experiments with feedback, and the Open Inference Protocol (KServe V2).")
@@ -47,7 +48,7 @@ V2_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503,
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
                  classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_url: str,
-                 preprocess_in: dict[str, str] | None = None) -> None:
+                 decoding: dict[str, Decoding] | None = None) -> None:
         if not config.http.docs:
             disable_docs(app)
         self.metrics = ServeMetrics()
@@ -57,7 +58,7 @@ class Ingress:
         self.pace = BodyPace.from_options(config.http, self.metrics.client_timeouts.labels(stage="body").inc)
         app.state.client_limit = ClientLimiter.from_options(config.http, self.metrics.client_limited.inc)
         catalog = ModelCatalog(Path(repository), classifiers, config.default_model)
-        client = ModelClient(classifiers, preprocess_in or {}, config.limits.max_pixels,
+        client = ModelClient(classifiers, decoding or {}, config.limits.max_pixels,
                              ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics)
         feedback = config.feedback
         store = FeedbackStore(effective_feedback_url(feedback_url), feedback.max_rows, feedback.retention_s)

@@ -114,7 +114,7 @@ def ingress_user_config(config: ServerConfig, keys: str | None) -> dict[str, Any
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
-    classifiers, preprocess_in = {}, {}
+    classifiers, decoding_by_model = {}, {}
     for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
         deployment = Classifier.options(name=name, **classifier_options(spec))
@@ -122,7 +122,7 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
                             config.limits.decode_wait_s)
         inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")), repr(decoding))
         classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub, decoding)
-        preprocess_in[artifact.key] = decoding  # the ingress decodes a model whose decoding.where says so
+        decoding_by_model[artifact.key] = decoding  # the ingress decodes a model whose decoding.where says so
     # The experiment and the keys' generation travel as user_config: they change without restarting the ingress.
     fixed = config.model_copy(update={"experiment": None, "auth": resolved_auth(config, base_dir)})
     feedback_url = config.feedback_url(base_dir.resolve())  # RESFAM_FEEDBACK_URL is applied in the replica
@@ -130,8 +130,8 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
     # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
     ingress = versioned(Ingress.options(user_config=user_config, **ingress_options(config.ingress)),
                         fixed.model_dump_json(exclude={"ingress"}), str(repository),
-                        ",".join(classifiers), feedback_url, repr(sorted(preprocess_in.items())))
-    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, preprocess_in)
+                        ",".join(classifiers), feedback_url, repr(sorted(decoding_by_model.items())))
+    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, decoding_by_model)
 
 
 def app_builder(args: AppArgs) -> Application:
