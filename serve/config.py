@@ -141,6 +141,8 @@ class ExperimentConfig(_Strict):
     arms: list[ArmSpec] = Field(min_length=2)
     primary: str | None = None  # shadow mode: the arm that answers (default: the first)
     shadow_timeout_s: float = Field(5.0, gt=0, le=60)
+    # The smallest accuracy difference worth detecting: /ab/report plans the labels and time it needs.
+    min_difference: float = Field(0.02, gt=0, lt=0.5)
     rollout: RolloutConfig | None = None
 
     @model_validator(mode="after")
@@ -180,6 +182,9 @@ class IngressConfig(_Strict):
 
     replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
+    # At most this many on one Ray node. Ray Serve's spreading is only a preference: two zero-CPU Ingress replicas
+    # were seen on one node of two (tests/test_multinode_store.py), so losing that node took both.
+    max_replicas_per_node: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_way_to_scale(self) -> "IngressConfig":

@@ -131,3 +131,26 @@ def test_a_server_stops_the_haproxy_a_killed_server_left_on_its_port(tmp_path) -
 
 def test_a_second_server_on_haproxys_port_fails_at_once(haproxy_server: LiveServer) -> None:
     assert_refused_and_first_unharmed(haproxy_server, "haproxy")
+
+
+def listening_addresses(pids: set[int]) -> dict[int, set[str]]:
+    """port -> the addresses the given processes listen on (from `ss`, which maps sockets to processes)."""
+    found: dict[int, set[str]] = {}
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
+        if any(f"pid={pid}," in line for pid in pids):
+            address, _, port = line.split()[3].rpartition(":")
+            found.setdefault(int(port), set()).add(address)
+    return found
+
+
+def test_the_serving_path_of_a_local_haproxy_server_listens_on_loopback_only(haproxy_server: LiveServer) -> None:
+    """HAProxy's front door and the ingress replica's own HTTP port (HAProxy's backend) follow http.host.
+    What does not: HAProxy's stats page and exporter (Ray's template binds them on every interface) and Ray's
+    internal gRPC ports, in both modes (README, Security)."""
+    listening = listening_addresses(set(process_tree(haproxy_server.pid)))
+    assert listening[haproxy_server.port] == {"127.0.0.1"}
+    (serving,) = serving_haproxies(haproxy_server)
+    config = haproxy_config(serving).read_text()
+    backends = [line.split()[2].rpartition(":") for line in config.splitlines() if line.strip().startswith("server ")]
+    assert backends and all(host == "127.0.0.1" and listening[int(port)] == {"127.0.0.1"}
+                            for host, _, port in backends)

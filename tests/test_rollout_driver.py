@@ -35,7 +35,7 @@ def replicas(tmp_path: Path):
     for _ in range(2):
         router = ExperimentRouter()
         router.reconfigure(EXPERIMENT, lambda name: None)
-        drivers.append(RolloutDriver(router, RolloutStore(feedback.engine), ServeMetrics(), clock))
+        drivers.append(RolloutDriver(router, RolloutStore(feedback), ServeMetrics(), clock))
     yield feedback, clock, drivers
     for d in drivers:
         d.close()

@@ -28,7 +28,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path):
         url = request.getfixturevalue("postgres_database")
         request.getfixturevalue("postgres_server").empty(url.rsplit("/", 1)[1])
     feedback = FeedbackStore(url, max_rows=100_000, retention_s=1e9)
-    yield feedback, RolloutStore(feedback.engine)
+    yield feedback, RolloutStore(feedback)
     feedback.close()
 
 

@@ -4,8 +4,10 @@ The store aggregates in the database (counts, accuracy, mean confidence, latency
 turns those few numbers into the report and its tests."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from serve.ab.planning import plan
 from serve.ab.sequential import always_valid_comparison, always_valid_paired, paired_win_share_sequence
 from serve.ab.stats import mcnemar_test, two_proportion_z_test, verdict, wilson_interval
 from serve.config import ExperimentConfig
@@ -26,6 +28,7 @@ def arm_summary(o: ArmOutcomes) -> dict[str, Any]:
             "accuracy": o.correct / o.feedback if o.feedback else None,
             "accuracy_ci95": [lo, hi] if o.feedback else None,
             "latency_p50_s": o.latency_p50_s, "latency_p95_s": o.latency_p95_s,
+            "latency_p95_ci95_s": list(o.latency_p95_interval_s),
             "mean_confidence": o.mean_confidence}
 
 
@@ -69,7 +72,34 @@ def build_report(store: FeedbackStore, experiment: ExperimentConfig | None) -> d
     shadows = [s for s in (paired(o) for o in pairs) if s["compared"]]
     return {"experiment": describe_experiment(experiment), "arms": [arm_summary(o) for o in outcomes],
             "comparisons": comparisons, "shadow": shadows,
-            "verdict": safe_verdict(experiment, comparisons, shadows)}
+            "verdict": safe_verdict(experiment, comparisons, shadows),
+            "planning": planning(experiment, outcomes, store.feedback_span())}
+
+
+MIN_BASELINE_LABELS = 30
+
+
+def planning(experiment: ExperimentConfig | None, outcomes: list[ArmOutcomes],
+             span: tuple[int, float | None, float | None]) -> dict[str, Any] | None:
+    """How many labels, and how long at the feedback rate seen so far, the experiment needs to tell
+    `experiment.min_difference` from the first arm's accuracy (serve.ab.planning; `python -m serve.ab.plan`)."""
+    if experiment is None or len(experiment.arms) != 2 or not outcomes:
+        return None
+    base, (labels, first, last) = outcomes[0], span
+    if base.feedback < MIN_BASELINE_LABELS or not first or last <= first:
+        return {"status": f"waiting for {MIN_BASELINE_LABELS} labels on {base.arm} and a feedback rate"}
+    accuracy = min(max(base.correct / base.feedback, 0.01), 0.99)
+    # plan for a gain where there is room above the baseline, else for a loss of the same size
+    difference = experiment.min_difference if accuracy + experiment.min_difference < 1 else -experiment.min_difference
+    rate = labels / (last - first)
+    weights = tuple(a.weight for a in experiment.arms)
+    return {"status": "planned", **cached_plan(round(accuracy, 2), difference, float(f"{rate:.2g}"), weights)}
+
+
+@functools.lru_cache(maxsize=256)
+def cached_plan(baseline: float, difference: float, rate: float, weights: tuple[float, ...]) -> dict[str, Any]:
+    """Rounded inputs and a cache: the sequential estimate is a simulation (~0.3 s), the report is refreshed often."""
+    return plan(baseline, difference, rate, weights=weights)
 
 
 def safe_verdict(experiment: ExperimentConfig | None, comparisons: list[dict[str, Any]],

@@ -8,15 +8,12 @@ bounds are three order statistics read by rank, never the latencies themselves.
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Float, Integer, MetaData, Table, Text, select, text
+from sqlalchemy import Column, Connection, Float, Integer, MetaData, Table, Text, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serve.ab.database import migrate
+from serve.ab.store import FeedbackStore, value_at_rank
 from serve.ab.rollout import (Accuracy, ArmEvidence, Decision, Evidence, RolloutState, baseline_of, p95_ranks,
                               replay, windows)
 from serve.config import ExperimentConfig
@@ -36,44 +33,22 @@ ANSWERED = "predictions WHERE arm = :arm AND image = 0 AND created >= :since AND
 class RolloutStore:
     """Thread-safe: every call takes a pooled connection of its own from the feedback store's engine."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._migrated = False
+    def __init__(self, store: FeedbackStore) -> None:
+        self.store, self.engine = store, store.engine
+        self.transaction, self.snapshot = store.transaction, store.snapshot
 
     def _insert(self, table: Table) -> Any:
         return (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert(table)
-
-    def _ensure_schema(self) -> None:
-        with self._lock:
-            if not self._migrated:
-                migrate(self.engine)
-                self._migrated = True
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        self._ensure_schema()
-        with self.engine.connect().execution_options(write=True) as connection, connection.begin():
-            yield connection
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
-        self._ensure_schema()
-        with self.engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                yield connection
 
     def start(self, experiment: str, now: float) -> float:
         """When the rollout began: `now` if this call is the first for the experiment, else the stored time.
         Read first: only the first look of a rollout needs the write lock."""
         query = select(ROLLOUTS.c.started_at).where(ROLLOUTS.c.experiment == experiment)
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             started = connection.execute(query).scalar()
         if started is not None:
             return started
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             connection.execute(self._insert(ROLLOUTS).on_conflict_do_nothing(),
                                {"experiment": experiment, "started_at": now})
             return connection.execute(query).scalar_one()
@@ -84,7 +59,7 @@ class RolloutStore:
         return replay(started, self.decisions(experiment))
 
     def decisions(self, experiment: str) -> list[Decision]:
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             rows = connection.execute(
                 select(DECISIONS.c.action, DECISIONS.c.step, DECISIONS.c.weight, DECISIONS.c.reason,
                        DECISIONS.c.decided_at).where(DECISIONS.c.experiment == experiment)
@@ -95,7 +70,7 @@ class RolloutStore:
         """Store the decision that concludes its step; False when another replica's decision got there first."""
         if not decision.concludes_step:
             raise ValueError(f"a {decision.action} concludes no step; holds go to hold()")
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             won = connection.execute(self._insert(DECISIONS).on_conflict_do_nothing().returning(DECISIONS.c.step), {
                 "experiment": experiment, "step": decision.step, "action": decision.action,
                 "weight": decision.weight, "reason": decision.reason, "decided_at": decision.at}).first()
@@ -104,21 +79,21 @@ class RolloutStore:
     def hold(self, experiment: str, decision: Decision) -> None:
         """Keep only the latest hold of the experiment (for the report)."""
         row = {"experiment": experiment, "step": decision.step, "reason": decision.reason, "decided_at": decision.at}
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             insert = self._insert(HOLDS)
             connection.execute(insert.on_conflict_do_update(
                 index_elements=[HOLDS.c.experiment],
                 set_={k: insert.excluded[k] for k in ("step", "reason", "decided_at")}), row)
 
     def latest_hold(self, experiment: str) -> Decision | None:
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             row = connection.execute(select(HOLDS.c.step, HOLDS.c.reason, HOLDS.c.decided_at).where(
                 HOLDS.c.experiment == experiment)).first()
         return None if row is None else Decision("hold", row.step, float("nan"), row.reason, row.decided_at)
 
     def record_errors(self, experiment: str, rows: list[tuple[str, float]]) -> None:
         """5xx answers (arm, when): they count among the arm's requests and as its errors."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             connection.execute(ERRORS.insert(), [{"experiment": experiment, "arm": arm, "created": at}
                                                  for arm, at in rows])
 
@@ -126,7 +101,7 @@ class RolloutStore:
         """Both arms in their windows and the accuracy since the rollout began, from one snapshot."""
         plan, w = experiment.rollout, windows(experiment.rollout, state, now)
         baseline = baseline_of(experiment)
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             arms = [self._arm(connection, experiment.name, arm, window, plan.alpha)
                     for arm, window in ((baseline, w.baseline), (plan.challenger, w.challenger))]
             (bn, bc), (cn, cc) = (self._labels(connection, arm, w.accuracy) for arm in (baseline, plan.challenger))
@@ -153,10 +128,7 @@ class RolloutStore:
         feedback, _ = RolloutStore._labels(connection, arm, window)
 
         def at_rank(rank: int | None) -> float | None:  # 1-based, ascending
-            if rank is None:
-                return None
-            return connection.execute(text(f"SELECT latency_s FROM {ANSWERED} ORDER BY latency_s "
-                                           "LIMIT 1 OFFSET :offset"), {**params, "offset": rank - 1}).scalar_one()
+            return value_at_rank(connection, ANSWERED, "latency_s", params, rank)
 
         p95 = at_rank(max(1, -(-95 * answered // 100))) if answered else None  # nearest rank: ceil(0.95 n)
         low, high = p95_ranks(answered, alpha) if answered else (None, None)

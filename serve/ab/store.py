@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Float, Integer, MetaData, Table, Text, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
+from serve.ab.sequential import quantile_ranks
 from serve.ab.database import create_store_engine, is_transient, migrate, store_url
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ArmOutcomes:
     latency_p95_s: float | None
     feedback: int
     correct: int
+    latency_p95_interval_s: tuple[float | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -118,14 +120,14 @@ class FeedbackStore:
         self.engine.dispose()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
         self._ensure_schema()
         with self.engine.connect().execution_options(write=True) as connection:
             with connection.begin():
                 yield connection
 
     @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
+    def snapshot(self) -> Iterator[Connection]:
         """One consistent view for all of a report's queries."""
         self._ensure_schema()
         with self.engine.connect() as connection:
@@ -155,7 +157,7 @@ class FeedbackStore:
     def write(self, predictions: Sequence[Stamped], shadows: Sequence[Prediction]) -> None:
         """One transaction. Shadow rows whose served prediction is not stored (dropped, pruned) are skipped:
         a shadow only counts paired with what was answered."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             if predictions:
                 connection.execute(self._insert_new(PREDICTIONS), [_row(p, created=t) for t, p in predictions])
             if shadows:
@@ -171,7 +173,7 @@ class FeedbackStore:
 
     def find(self, request_id: str, image: int = 0) -> Prediction | None:
         """The served prediction, if it is still retained."""
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             row = connection.execute(
                 select(*(PREDICTIONS.c[f] for f in FIELDS)).where(
                     PREDICTIONS.c.request_id == request_id, PREDICTIONS.c.image == image,
@@ -180,14 +182,14 @@ class FeedbackStore:
 
     def add_feedback(self, request_id: str, image: int, label: int) -> bool:
         """True if this is the first feedback for the image: later ones do not count."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             inserted = connection.execute(self._insert_new(FEEDBACK).returning(FEEDBACK.c.image), {
                 "request_id": request_id, "image": image, "label": label, "created": time.time()}).first()
         return inserted is not None
 
     def prune(self) -> None:
         self._written_since_prune, self._pruned_at = 0, time.monotonic()
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             connection.execute(text("DELETE FROM predictions WHERE created < :cutoff"),
                                {"cutoff": time.time() - self.retention_s})
             # the newest max_rows by answer time stay (ties at the boundary go too: at most max_rows remain)
@@ -197,16 +199,22 @@ class FeedbackStore:
                 {"keep": self.max_rows})
 
     def arm_outcomes(self, arm: str) -> ArmOutcomes:
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             return self._arm_outcomes(connection, arm)
 
     def shadow_outcomes(self, primary: str, shadow: str) -> ShadowOutcomes:
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             return self._shadow_outcomes(connection, primary, shadow)
+
+    def feedback_span(self) -> tuple[int, float | None, float | None]:
+        """How many labels came in, and when the first and the last did: the experiment's feedback rate."""
+        with self.snapshot() as connection:
+            count, first, last = connection.execute(text("SELECT COUNT(*), MIN(created), MAX(created) FROM feedback")).one()
+        return int(count), first, last
 
     def outcomes(self, arms: Sequence[str], primary: str | None) -> tuple[list[ArmOutcomes], list[ShadowOutcomes]]:
         """Every arm, and every other arm as a shadow of `primary`, from one snapshot."""
-        with self._snapshot() as connection:
+        with self.snapshot() as connection:
             return ([self._arm_outcomes(connection, arm) for arm in arms],
                     [self._shadow_outcomes(connection, primary, arm) for arm in arms if primary and arm != primary])
 
@@ -222,11 +230,14 @@ class FeedbackStore:
         # every request has an image 0, and (arm, image, latency_s, confidence) covers this: no table lookups
         requests, mean_confidence = connection.execute(text(
             f"SELECT {_count_if('image = 0')}, AVG(confidence) FROM predictions WHERE arm = :arm"), params).one()
-        p50, p95 = self._percentiles(connection, "predictions WHERE arm = :arm AND image = 0", "latency_s", params)
+        answered = "predictions WHERE arm = :arm AND image = 0"
+        p50, p95 = self._percentiles(connection, answered, "latency_s", params)
+        p95_interval = tuple(value_at_rank(connection, answered, "latency_s", params, rank)
+                             for rank in quantile_ranks(requests, 0.95))
         feedback, correct = connection.execute(text(
             f"SELECT COUNT(*), {_count_if('p.predicted = f.label')} FROM feedback f "
             f"{self._then} predictions p USING (request_id, image) WHERE p.arm = :arm"), params).one()
-        return ArmOutcomes(arm, requests, mean_confidence, p50, p95, feedback, correct)
+        return ArmOutcomes(arm, requests, mean_confidence, p50, p95, feedback, correct, p95_interval)
 
     def _shadow_outcomes(self, connection: Connection, primary: str, shadow: str) -> ShadowOutcomes:
         params = {"primary": primary, "shadow": shadow}
@@ -263,3 +274,12 @@ class FeedbackStore:
             high = pair[1] if len(pair) > 1 else pair[0]
             values.append(pair[0] + (high - pair[0]) * (position - low))
         return values
+
+
+def value_at_rank(connection: Connection, source: str, column: str, params: dict[str, Any],
+                  rank: int | None) -> float | None:
+    """The rank-th smallest `column` over `source` ("table WHERE ..."), 1-based; one row read, not all."""
+    if rank is None:
+        return None
+    return connection.execute(text(f"SELECT {column} FROM {source} ORDER BY {column} LIMIT 1 OFFSET :offset"),
+                              {**params, "offset": rank - 1}).scalar_one()

@@ -50,7 +50,7 @@ class DataPlane:
         self.catalog, self.classifiers, self.recorder = catalog, classifiers, recorder
         self.metrics, self.limits = metrics, limits
         self.router = ExperimentRouter()
-        self.rollout = RolloutDriver(self.router, RolloutStore(recorder.store.engine), metrics)
+        self.rollout = RolloutDriver(self.router, RolloutStore(recorder.store), metrics)
         self.shadow = ShadowMirror(classifiers.classify_encoded, catalog.resolve, recorder, metrics)
 
     def reconfigure(self, experiment: Mapping[str, Any] | None) -> None:

@@ -108,7 +108,41 @@ class ArmSummary(_Closed):
     accuracy_ci95: list[float] | None
     latency_p50_s: float | None
     latency_p95_s: float | None
+    latency_p95_ci95_s: list[float | None] = Field(
+        description="distribution-free 95% interval of p95 from order statistics; an end needs enough samples")
     mean_confidence: float | None
+
+
+class FixedPlan(_Closed):
+    labels_per_arm: list[int]
+    labels: int
+    seconds: float
+
+
+class SequentialPlan(_Closed):
+    mean_labels: float
+    median_labels: float
+    p90_labels: float
+    decided_right: float
+    cap_labels: int
+    experiments: int
+    mean_seconds: float
+    median_seconds: float
+
+
+class Planning(_Closed):
+    """Labels and time to tell `min_difference` from the first arm's accuracy at the feedback rate seen so far."""
+
+    status: str
+    baseline: float | None = None
+    min_difference: float | None = None
+    alpha: float | None = None
+    power: float | None = None
+    weights: list[float] | None = None
+    rate_labels_per_s: float | None = None
+    tau: float | None = None
+    fixed: FixedPlan | None = None
+    sequential: SequentialPlan | None = None
 
 
 class AlwaysValidComparison(_Closed):
@@ -209,6 +243,7 @@ class ABReport(_Closed):
     comparisons: list[ArmComparison]
     shadow: list[ShadowComparison]
     verdict: str = Field(description="the always-valid verdict: safe to read at any time")
+    planning: Planning | None = None
     rollout: RolloutReport | None = None
 
 
