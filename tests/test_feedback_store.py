@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from serve.ab.feedback import label_index, parse_feedback
 from serve.ab.recorder import FeedbackRecorder, StoreErrors
-from serve.ab.report import build_report
+from serve.ab.report import build_report, planning
 from serve.ab.store import FeedbackStore, Prediction
 from serve.config import FEEDBACK_URL_ENV, ExperimentConfig, FeedbackConfig, ServerConfig, effective_feedback_url
 from serve.errors import BadParameter, BadRequest, StoreUnavailable, UnknownLabel
@@ -87,6 +87,10 @@ def test_report_matches_the_hand_computed_example(open_store):
     assert a["accuracy_ci95"] == pytest.approx([0.4902, 0.9433], abs=1e-4)
     # latencies 0.01..0.10: p50 = 0.055, p95 = 0.0955 (linear interpolation)
     assert a["latency_p50_s"] == pytest.approx(0.055) and a["latency_p95_s"] == pytest.approx(0.0955)
+    # p95's interval among 10 (K ~ Bin(10, 0.95)): P(K <= 7) = 0.0115 <= 0.025 < P(K <= 8) = 0.0861, so the
+    # lower end is the 8th smallest, 0.08; the upper end needs 72 samples
+    assert a["latency_p95_ci95_s"] == [pytest.approx(0.08), None]
+    assert report["planning"]["status"].startswith("waiting for 30 labels on a")
     assert a["mean_confidence"] == pytest.approx(0.725)  # 0.5 + mean(0..9)/20
     # 8/10 vs 5/10: pooled 0.65, se = sqrt(0.65 * 0.35 * 0.2) = 0.21331, z = -0.3 / 0.21331 = -1.4064, p = 0.1596
     (cmp,) = report["comparisons"]
@@ -351,3 +355,19 @@ def test_a_database_down_at_start_is_not_an_outage():
     assert recorder.close(timeout_s=0.5) == 1
     assert sample(metrics, "resfam_feedback_rows_dropped_total", reason="shutdown") == 1
     assert sample(metrics, "resfam_feedback_store_errors_total", operation="report") == 1
+
+
+def test_planning_uses_the_baseline_accuracy_and_the_feedback_rate_seen():
+    """90% on the baseline, 0.02 to detect, 2,000 labels over 1,000 s: the fixed plan is the two-proportion
+    formula's 3,213 per arm (tests/test_sequential.py checks the formula by hand), at 2 labels/s 53.6 min."""
+    from serve.ab.store import ArmOutcomes
+
+    experiment = ExperimentConfig(arms=[{"model": "a", "weight": 50}, {"model": "b", "weight": 50}], min_difference=0.02)
+    baseline = ArmOutcomes("a", 1000, 0.9, 0.01, 0.02, 1000, 900)
+    planned = planning(experiment, [baseline], (2000, 1000.0, 2000.0))
+    assert planned["status"] == "planned" and planned["rate_labels_per_s"] == 2.0
+    assert planned["fixed"]["labels_per_arm"] == [3213, 3213]
+    assert planned["fixed"]["seconds"] == pytest.approx(3213 / 1.0)
+    assert planned["sequential"]["mean_labels"] > 0
+    nearly_perfect = ArmOutcomes("a", 1000, 0.9, 0.01, 0.02, 1000, 995)  # no room above: plans for a loss
+    assert planning(experiment, [nearly_perfect], (2000, 1000.0, 2000.0))["min_difference"] == -0.02
