@@ -16,7 +16,7 @@ from serve.ab.feedback import parse_feedback
 from serve.api.body import read_body
 from serve.api.oip import parse_infer_request
 from serve.errors import ApiError, BadImage, BadRequest
-from serve.runtime.preprocess import MAX_ASPECT_RATIO, Preprocessing, decode_and_preprocess
+from serve.runtime.preprocess import MAX_ASPECT_RATIO, Preprocessing, decode_and_preprocess, decode_image
 from tests.images import encode
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "fuzz" / "regressions"
@@ -74,3 +74,9 @@ def test_image_far_from_square_is_bad_image(spec: Preprocessing):
 def test_aspect_ratio_at_the_limit_is_served(size: tuple[int, int]):
     out = decode_and_preprocess(encode(Image.new("RGB", size, (200, 10, 10)), "PNG"), RESNET50, 40_000_000)
     assert out.shape == (3, 224, 224)
+
+
+def test_large_image_in_a_python_decoded_encoding_is_bad_image():
+    """Found: a 118-byte RLE BMP declaring 3,997,704x6 pixels kept Pillow's Python RLE decoder busy for 12.7 s."""
+    with pytest.raises(BadImage, match="bmp_rle"):
+        decode_image((REGRESSIONS / "image" / "bmp-rle-slow").read_bytes())
