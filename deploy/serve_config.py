@@ -35,11 +35,12 @@ def cluster_spec(spec: ModelDeployment, variant: Variant) -> ModelDeployment:
 def cluster_ingress(spec: IngressConfig) -> IngressConfig:
     """The config's Ingress scaling, raised to CLUSTER_MIN_INGRESS replicas; Ray Serve spreads them over nodes."""
     if spec.autoscaling is None:
-        return IngressConfig(replicas=max(spec.replicas, CLUSTER_MIN_INGRESS))
+        return IngressConfig(replicas=max(spec.replicas, CLUSTER_MIN_INGRESS),
+                             max_replicas_per_node=spec.max_replicas_per_node)
     low = max(spec.autoscaling.min_replicas, CLUSTER_MIN_INGRESS)
     raised = spec.autoscaling.model_copy(update={"min_replicas": low,
                                                  "max_replicas": max(low, spec.autoscaling.max_replicas)})
-    return IngressConfig(autoscaling=raised)
+    return IngressConfig(autoscaling=raised, max_replicas_per_node=spec.max_replicas_per_node)
 
 
 def deployment_overrides(config: ServerConfig, variant: Variant, repository: Path) -> list[dict[str, Any]]:

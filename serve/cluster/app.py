@@ -40,7 +40,8 @@ def replica_options(replicas: int, autoscaling: Autoscaling | None) -> dict[str,
 
 def ingress_options(spec: IngressConfig) -> dict[str, Any]:
     """Overrides the decorator's num_replicas=1: every Ingress replica serves HTTP on its own."""
-    return replica_options(spec.replicas, spec.autoscaling)
+    per_node = {} if spec.max_replicas_per_node is None else {"max_replicas_per_node": spec.max_replicas_per_node}
+    return {**replica_options(spec.replicas, spec.autoscaling), **per_node}
 
 
 def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
