@@ -23,7 +23,7 @@ def schemathesis(server: LiveServer, seconds: int, examples: int, report: Path) 
         [str(st), "run", f"{server.url}/openapi.json", "--checks", CHECKS, "--max-examples", str(examples),
          "--max-time", str(seconds), "--workers", "1", "--exclude-path", "/metrics", "--no-color",
          "--report", "junit", "--report-dir", str(report), "--suppress-health-check", "all"],
-        capture_output=True, text=True, timeout=seconds + 300)
+        capture_output=True, text=True, timeout=seconds + 300, cwd=report)  # its .schemathesis/ cache too
 
 
 def test_generated_requests_get_documented_answers_and_never_a_5xx(server: LiveServer, tmp_path):
