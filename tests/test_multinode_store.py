@@ -37,6 +37,9 @@ pytestmark = pytest.mark.slow
 INGRESS = "ServeReplica:resfam:Ingress"
 CLASSIFY_CLIENTS = 4
 FEEDBACK_CLIENTS = 2
+# Labels come later than answers (as from people): feedback arriving at once would make the answering replica
+# write its buffer early (/feedback flushes it) and hide what a node loss does to rows still buffered.
+FEEDBACK_LAG_S = 2.0
 PNG = {"Content-Type": "image/png"}
 
 
@@ -54,7 +57,7 @@ class ClusterServer(LiveServer):
 def server_config(port: int, store_url: str) -> dict:
     config = default_config(port)
     config["ingress"] = {"replicas": 2, "max_replicas_per_node": 1}  # one per node: a node loss takes one
-    config["feedback"] = {"url": store_url}
+    config["feedback"] = {"url": store_url, "durable_answers": True}
     for model in config["models"]:  # both fit on the head once the second node is gone
         model.update(num_cpus=0.5, max_batch_size=8)
     return config
@@ -116,15 +119,16 @@ class Clients:
                         continue
                     body = r.json()
                     self.answered[body["request_id"]] = (body["arm"], body["predictions"][0]["index"] == target)
-                self.pending.put((body["request_id"], target))
+                self.pending.put((time.monotonic() + FEEDBACK_LAG_S, body["request_id"], target))
 
     def _feedback(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:
             while not (self.stop.is_set() and self.pending.empty()):
                 try:
-                    request_id, target = self.pending.get(timeout=0.2)
+                    due, request_id, target = self.pending.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                time.sleep(max(0.0, due - time.monotonic()))
                 for attempt in range(20):  # retried through the node loss: the feedback must land once
                     try:
                         r = client.post("/feedback", json={"request_id": request_id, "label": target})

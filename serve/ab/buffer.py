@@ -53,8 +53,9 @@ class WriteBuffer:
         """The last write failed and is being retried."""
         return self._failing
 
-    def put(self, item: Any, rows: int) -> bool:
-        """Queue `item` (`rows` rows) for writing; False if it was dropped because the buffer is full."""
+    def put(self, item: Any, rows: int) -> int | None:
+        """Queue `item` (`rows` rows) for writing; its sequence number for flush(upto=), or None if it was
+        dropped because the buffer is full."""
         with self._cond:
             if self._stopping or self._rows + rows > self.capacity_rows:
                 accepted = False
@@ -65,16 +66,18 @@ class WriteBuffer:
                 self._queue.append(Entry(self._seq, rows, item))
                 self._rows += rows
                 accepted = True
+            seq = self._seq
         if not accepted:
             self._on_dropped("buffer_full", rows)
-        return accepted
+            return None
+        return seq
 
-    def flush(self, timeout_s: float) -> bool:
-        """Wait (bounded) until everything queued before this call is written. Returns at once, False, while
-        the database is failing: callers then fail fast instead of waiting out the outage."""
+    def flush(self, timeout_s: float, upto: int | None = None) -> bool:
+        """Wait (bounded) until everything queued before this call (or up to entry `upto`) is written. Returns at
+        once, False, while the database is failing: callers then fail fast instead of waiting out the outage."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            target = self._seq
+            target = self._seq if upto is None else upto
             if not self._failing:  # while failing, the writer keeps its backoff
                 self._urgent = True
                 self._cond.notify_all()

@@ -32,6 +32,7 @@ BATCH_ROWS = 500
 LOG_EVERY_S = 30.0
 FEEDBACK_FLUSH_S = 1.0  # /feedback and the report wait at most this for this replica's own buffer
 FIND_POLL_S = 0.1
+DURABLE_WAITERS = 64
 
 
 def prediction_rows(request_id: str, arm: str, model_key: str, probs: np.ndarray,
@@ -74,6 +75,8 @@ class FeedbackRecorder:
             on_dropped=lambda reason, rows: metrics.feedback_rows_dropped.labels(reason).inc(rows),
             on_depth=metrics.feedback_buffer_rows.set)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feedback-store")
+        # durable_answers: requests wait here for their batch's commit (one commit serves all waiting then)
+        self.waiters = ThreadPoolExecutor(max_workers=DURABLE_WAITERS, thread_name_prefix="feedback-durable")
 
     def _write(self, items: Sequence[tuple[str, float, list[Prediction]]]) -> None:
         predictions: list[Stamped] = [(t, p) for kind, t, rows in items if kind == "served" for p in rows]
@@ -91,9 +94,13 @@ class FeedbackRecorder:
 
     async def record(self, request_id: str, arm: str, model_key: str, probs: np.ndarray, latency_s: float) -> None:
         """Keep what was answered, so that feedback can be scored later (by any replica, after restarts).
-        Never waits and never fails classification: a row the buffer cannot take is dropped, counted."""
+        Never fails classification: a row the buffer cannot take is dropped, counted. Waits only with
+        durable_answers (bounded, and not while the database is failing), so that a lost node loses no answer."""
         rows = prediction_rows(request_id, arm, model_key, probs, latency_s)
-        self.buffer.put(("served", time.time(), rows), len(rows))
+        seq = self.buffer.put(("served", time.time(), rows), len(rows))
+        if seq is not None and self.options.durable_answers:
+            await asyncio.get_running_loop().run_in_executor(
+                self.waiters, self.buffer.flush, self.options.durable_wait_s, seq)
 
     async def record_shadow(self, request_id: str, arm: str, model_key: str, probs: np.ndarray,
                             latency_s: float) -> None:
@@ -147,5 +154,6 @@ class FeedbackRecorder:
         """Write what is buffered (bounded), then let go of the database; returns the rows lost."""
         left = self.buffer.close(timeout_s)
         self.executor.shutdown(wait=False)
+        self.waiters.shutdown(wait=False)
         self.store.close()
         return left
