@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 HAPROXY_DIR_PREFIX = "resfam-hap-"
@@ -42,7 +43,15 @@ def reap_orphaned_haproxy(parent: Path = HAPROXY_PARENT) -> list[int]:
             except ProcessLookupError:
                 pass
         shutil.rmtree(directory, ignore_errors=True)
+    _wait_until_gone(stopped)
     return stopped
+
+
+def _wait_until_gone(pids: list[int], timeout_s: float = 5.0) -> None:
+    """A killed process holds its sockets until the kernel has torn it down: the port check comes next."""
+    deadline = time.monotonic() + timeout_s
+    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def process_running(pid: int) -> bool:

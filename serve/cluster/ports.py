@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -81,20 +82,31 @@ def _name(proc: Path) -> str:
     return cmdline[:80] or (proc / "comm").read_text().strip()
 
 
-def ensure_port_free(host: str, port: int) -> None:
+def ensure_port_free(host: str, port: int, settle_s: float = 5.0) -> None:
     """A plain bind (no SO_REUSEPORT) fails while anything listens there, whatever options it used;
-    SO_REUSEADDR keeps connections in TIME_WAIT from a server that just stopped out of the way."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    SO_REUSEADDR keeps connections in TIME_WAIT from a server that just stopped out of the way. A refusal with
+    no listener to be seen is a socket still being torn down (a process just killed): retried for `settle_s`."""
+    deadline = time.monotonic() + settle_s
+    while True:
         try:
-            probe.bind((host, port))
+            _probe(host, port)
+            return
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            holders = ", ".join(map(str, listeners(port, host))) or "a process this user cannot see"
-            raise PortBusy(f"{host}:{port} is already in use by {holders}; stop that server or set another "
-                           "http.port") from None
+            holders = listeners(port, host)
+            if holders or time.monotonic() >= deadline:
+                names = ", ".join(map(str, holders)) or "a process this user cannot see"
+                raise PortBusy(f"{host}:{port} is already in use by {names}; stop that server or set another "
+                               "http.port") from None
+            time.sleep(0.1)
+
+
+def _probe(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def strangers_on_port(host: str, port: int, ours: Callable[[], set[int]]) -> list[Listener]:
