@@ -48,6 +48,9 @@ APP_CONFIG = {
     "model_repository": str(ROOT / "models"),
     "default_model": MODEL,
     "models": [{"name": MODEL, "replicas": REPLICAS, "num_cpus": REPLICA_CPUS, "max_batch_size": 8}],
+    # Deployed through app_builder like a RayService, which refuses to serve without API keys unless told:
+    # this cluster lives on loopback and is about node loss, not keys (tests/test_auth*.py are).
+    "auth": "none",
 }
 # Faster node-death detection than the production defaults (3 s x 5), so the test runs in seconds.
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
