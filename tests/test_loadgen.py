@@ -175,3 +175,14 @@ def test_recovery_is_when_throughput_returns_after_the_event() -> None:
     load = LoadRun("closed", 1, 0.0, 15.0, outcomes)
     assert recovery_s(load, event_t=5.0, baseline=10.0) == pytest.approx(4.0)
     assert memory_growth([0, 60, 120, 180, 240, 300], [100, 500, 110, 120, 130, 140]) == pytest.approx(10.0)
+
+
+def test_every_scenario_has_a_printable_help() -> None:
+    """argparse %-formats help strings: a bare '%' in one breaks `python -m loadtests --help` for all."""
+    from loadtests.__main__ import build_parser
+    from loadtests.scenarios import SCENARIOS
+
+    parser, parsers = build_parser()
+    assert "peers" in parser.format_help()
+    for name in SCENARIOS:
+        assert parsers[name].format_help().startswith("usage: python -m loadtests " + name)

@@ -76,7 +76,7 @@ def summarise(run: RolloutRun) -> dict:
 
 class Rollout(Scenario):
     NAME = "rollout"
-    HELP = "a wrong challenger rolled back and a good one taken to 100%, live, two ingress replicas"
+    HELP = "a wrong challenger rolled back and a good one taken to 100%%, live, two ingress replicas"
     OPTIONS = {"clients": (int, 4, "closed-loop clients, each classify then feedback"),
                "timeout": (float, 180, "seconds each rollout may take")}
 
