@@ -54,6 +54,11 @@ class ModelDeployment(_Strict):
     # digits models), decode 3-6x faster; and exact needs ~1 GB of decoded pixels for 16 phone photos, twice the
     # default decode budget (loadtests/results/decode).
     decode: Literal["exact", "fast"] = "fast"
+    # ONNX Runtime's worker threads busy-wait between operators by default. On a node whose cores the front door,
+    # the ingress and the decoders share, that spinning takes the CPU they need: resnet50 spent 124 CPU-ms per
+    # image spinning against ~70 not, beside a busy neighbour (tests/test_spin_bench.py, docs/ARCHITECTURE.md
+    # "Decisions"). true suits a replica with cores of its own.
+    spin_wait: bool = False
 
 
 class Limits(_Strict):
@@ -96,6 +101,14 @@ class HttpOptions(_Strict):
     max_inflight_per_client: int = Field(32, ge=0)
     limit_loopback: bool = False
     trusted_proxies: list[IPvAnyNetwork] = []
+    # Ray's proxy (cluster/proxy_guard.py): a request's headers (a few hundred bytes to a few kB, one or two TCP
+    # segments) must be complete this long after the connection opens or the request's first byte: 5 s covers a
+    # mobile link that loses a segment twice (retransmits after ~1 s, then ~2 s); late ones get 408 and are closed.
+    header_timeout_s: float = Field(5.0, gt=0, le=600)
+    # Connections one client address may hold at once (0: no limit), beyond which new ones are closed on accept:
+    # twice max_inflight_per_client's default (each request in flight holds one, and as many idle keep-alive ones).
+    # The same loopback exemption and trusted_proxies (never limited: every client comes through them) apply.
+    max_connections_per_client: int = Field(64, ge=0)
 
 
 class ArmSpec(_Strict):
@@ -175,9 +188,12 @@ class FeedbackConfig(_Strict):
     buffer_rows: int = Field(10_000, ge=1)  # predictions awaiting their write; beyond it new ones are dropped
     flush_interval_s: float = Field(0.2, gt=0)  # the longest a prediction waits in the buffer
     feedback_wait_s: float = Field(1.0, ge=0)  # how long /feedback looks for an id another replica may not have written yet
+    record: bool = True  # false: keep no evidence (no report; /feedback answers 404), e.g. to measure its cost
     # Answer /classify only once its prediction is written (waits at most durable_wait_s, not while the database is
     # failing): a node lost with rows in its buffer lost answered predictions (4 of 1,156, tests/test_multinode_store.py).
-    durable_answers: bool = False
+    # None: on for a shared database (PostgreSQL, where a node can be lost and the evidence lives on), off for SQLite
+    # (node-local: the file goes with the node). Its cost: docs/ARCHITECTURE.md, "Durable answers".
+    durable_answers: bool | None = None
     durable_wait_s: float = Field(0.5, gt=0)
 
 

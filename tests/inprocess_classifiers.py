@@ -17,7 +17,8 @@ class InProcessClassifiers:
         self.models = {}
         for artifact in artifacts:
             plan = plan_providers("cpu", [], 1, ort.get_available_providers(), "fp32", False)
-            self.models[artifact.key] = OnnxClassifier(create_session(str(artifact.onnx_path), plan, "cpu"))
+            session = create_session(str(artifact.onnx_path), plan, "cpu", spin_wait=False)
+            self.models[artifact.key] = OnnxClassifier(session)
         self.max_pixels = max_pixels
         self.calls: list[str] = []
 

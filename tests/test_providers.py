@@ -58,3 +58,18 @@ def test_silent_fallback_is_an_error_only_when_gpu_was_demanded():
     check_session_providers(plan, [CPU], "auto")  # warns only
     with pytest.raises(RuntimeError, match="fell back"):
         check_session_providers(plan, [CPU], "cuda")
+
+
+@pytest.mark.parametrize("spin_wait", [False, True])
+def test_sessions_spin_only_when_the_config_says_so(spin_wait):
+    """The replica's session carries the model's spin_wait (default off: the cores are shared)."""
+    from pathlib import Path
+
+    from serve.config import ModelDeployment
+    from serve.runtime.inference import create_session
+
+    assert ModelDeployment(name="m").spin_wait is False
+    model = next(Path(__file__).resolve().parent.parent.glob("models/*/*/model.onnx"))
+    session = create_session(str(model), ProviderPlan([(CPU, {})], 1), "cpu", spin_wait=spin_wait)
+    entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert entry == ("1" if spin_wait else "0")

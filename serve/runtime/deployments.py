@@ -48,7 +48,8 @@ class Classifier:
         verify_checksum(self.artifact)
         plan = plan_providers(spec.providers, ray.get_gpu_ids(), spec.num_cpus, ort.get_available_providers(),
                               spec.precision, tensorrt_libraries_present())
-        self.model = OnnxClassifier(create_session(str(self.artifact.onnx_path), plan, spec.providers))
+        self.model = OnnxClassifier(create_session(str(self.artifact.onnx_path), plan, spec.providers,
+                                                           spec.spin_wait))
         self.providers = self.model.session.get_providers()
         self.batcher = ContinuousBatcher(self.predict_batch, spec.max_batch_size, spec.batch_wait_timeout_s)
         self.input_shape = self.artifact.preprocessing.input_shape

@@ -19,12 +19,13 @@ def half_precision(model_path: str) -> bytes:
     return convert_float_to_float16(onnx.load(model_path), keep_io_types=True).SerializeToString()
 
 
-def create_session(model_path: str, plan: ProviderPlan, requested: str) -> ort.InferenceSession:
+def create_session(model_path: str, plan: ProviderPlan, requested: str, spin_wait: bool) -> ort.InferenceSession:
     if plan.uses_gpu and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when they are installed
     options = ort.SessionOptions()
     options.intra_op_num_threads = plan.intra_op_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     model = half_precision(model_path) if plan.half_precision_model else model_path
