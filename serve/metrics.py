@@ -70,6 +70,9 @@ class ServeMetrics:
         self.client_limited = Counter(
             "resfam_client_limited_total", "Requests refused (429): their client address had "
             "http.max_inflight_per_client requests in flight.", registry=r)
+        self.client_connections_refused = Counter(
+            "resfam_client_connections_refused_total", "Connections Ray's proxy closed on accept: their client "
+            "address held http.max_connections_per_client.", registry=r)
         self.client_requests = Counter(
             "resfam_client_requests_total", "Requests by API key name ('-': none sent or needed), scope and status.",
             ["client", "scope", "code"], registry=r)

@@ -1,10 +1,13 @@
 """Slow clients (issue 17) against a live server in both front-door modes: stalled bodies get 408 and are
 closed within http.body_* limits, slow headers and unread answers do not stop anyone else, normal requests keep
-succeeding meanwhile, and no ongoing-request slot is leaked."""
+succeeding meanwhile, and no ongoing-request slot is leaked. Ray's proxy (its guard, serve/cluster/proxy_guard.py)
+also cuts unfinished headers after http.header_timeout_s and closes an address's connections beyond
+http.max_connections_per_client as they are accepted."""
 from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 
 import httpx
 import pytest
@@ -16,11 +19,16 @@ from loadtests.slow_clients import Attack, Stalled
 
 pytestmark = pytest.mark.integration
 
-LIMITS = {"body_idle_timeout_s": 2, "body_timeout_s": 2, "keep_alive_timeout_s": 3, "client_idle_timeout_s": 4}
+LIMITS = {"body_idle_timeout_s": 2, "body_timeout_s": 2, "keep_alive_timeout_s": 3, "client_idle_timeout_s": 4,
+          "header_timeout_s": 2}
 PER_CLIENT = 32
+CONNECTIONS_PER_CLIENT = 48  # Ray's proxy (serve/cluster/proxy_guard.py); above what one SOURCES address opens
 # Ray's proxy hands the ingress the client's address; HAProxy (as Ray renders it) adds no X-Forwarded-For, so the
 # ingress sees HAProxy's: a per-client limit there would put every client in one bucket (docs/ARCHITECTURE.md).
-CLIENT_LIMIT = {"ray": {"max_inflight_per_client": PER_CLIENT, "limit_loopback": True},
+# 127.0.0.1, where the normal traffic comes from, is listed as a balancer: trusted proxies are never held to
+# max_connections_per_client (test_no_slot_is_leaked_after_the_attack opens 256 connections from it at once).
+CLIENT_LIMIT = {"ray": {"max_inflight_per_client": PER_CLIENT, "limit_loopback": True,
+                        "max_connections_per_client": CONNECTIONS_PER_CLIENT, "trusted_proxies": ["127.0.0.1"]},
                 "haproxy": {"max_inflight_per_client": 0}}
 # The ingress's ongoing-request slots (serve/api/ingress.py): more stalled bodies than this at once.
 SLOTS = 256
@@ -37,14 +45,25 @@ def slow_server(request, tmp_path_factory) -> LiveServer:
     live.stop()
 
 
-def _metric(url: str, name: str) -> float:
+def _metric(url: str, name: str, labels: str | None = None) -> float:
+    """The sum of `name`'s samples, or of the one whose labels read exactly `labels` (e.g. 'stage="headers"')."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    pattern = r"(?:{[^}]*})?" if labels is None else re.escape(f"{{{labels}}}")
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}{pattern} (\S+)$", text, re.M))
+
+
+def _eventually(read: Callable[[], float], at_least: float, within_s: float = 10) -> float:
+    """Metrics arrive by push (every 0.5 s from each process): read until `at_least` or `within_s` passed."""
+    deadline = time.monotonic() + within_s
+    while (value := read()) < at_least and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return value
 
 
 def test_stalled_clients_are_cut_while_normal_traffic_goes_on(slow_server: LiveServer):
     proxy = slow_server.config["http"]["proxy"]
     timeouts_before = _metric(slow_server.url, "resfam_client_timeouts_total")
+    header_timeouts_before = _metric(slow_server.url, "resfam_client_timeouts_total", 'stage="headers"')
     attack = Attack(slow_server.port, {"body": 300, "header": 30, "reader": 10}, duration_s=16, sources=SOURCES,
                     repeat=False)
     with attack:
@@ -68,7 +87,12 @@ def test_stalled_clients_are_cut_while_normal_traffic_goes_on(slow_server: LiveS
     assert _metric(slow_server.url, "resfam_client_timeouts_total") - timeouts_before >= SLOTS
     if proxy == "haproxy":  # HAProxy's `timeout client` (client_idle_timeout_s) also ends unfinished headers
         assert all(h.closed and h.held_s < LIMITS["client_idle_timeout_s"] + 3 for h in headers)
-    # Ray's proxy (uvicorn) has no header timeout: those connections stay open, holding no slot (above).
+    else:  # the proxy guard's header deadline: 408, closed, counted
+        late = [h for h in headers if not (h.closed and h.status == 408 and h.held_s < LIMITS["header_timeout_s"] + 2)]
+        assert not late, late
+        counted = _eventually(lambda: _metric(slow_server.url, "resfam_client_timeouts_total", 'stage="headers"'),
+                              header_timeouts_before + len(headers))
+        assert counted - header_timeouts_before >= len(headers)
 
 
 def test_no_slot_is_leaked_after_the_attack(slow_server: LiveServer):
@@ -102,3 +126,25 @@ def test_one_address_beyond_its_limit_is_refused_at_once(slow_server: LiveServer
     assert all(b.held_s < 1 for b in attack.results if b.status == 429)
     assert normal["errors"] == 0, normal
     assert _metric(slow_server.url, "resfam_client_limited_total") - limited_before == 8
+
+
+def test_one_address_beyond_its_connection_limit_is_closed_on_accept(slow_server: LiveServer):
+    """Ray's proxy: an address holding max_connections_per_client connections has its next ones closed at once,
+    before anything is read, while another address is served."""
+    if slow_server.config["http"]["proxy"] != "ray":
+        pytest.skip("HAProxy mode: HAProxy's own limits (serve/cluster/ HAProxy config)")
+    refused_before = _metric(slow_server.url, "resfam_client_connections_refused_total")
+    extra = 8
+    attack = Attack(slow_server.port, {"header": CONNECTIONS_PER_CLIENT + extra}, duration_s=6,
+                    sources=["127.0.0.30"], repeat=False)
+    with attack:
+        time.sleep(0.5)
+        normal = run_closed(slow_server.url, digits_shots(), 2, 2, timeout_s=10).summary()  # from 127.0.0.1
+    refused = [h for h in attack.results if h.status == 0]
+    cut = [h for h in attack.results if h.status == 408]
+    assert len(refused) == extra and len(cut) == CONNECTIONS_PER_CLIENT, sorted((h.status, h.held_s) for h in attack.results)
+    assert all(h.closed and h.held_s < 1 for h in refused), refused
+    assert normal["errors"] == 0 and normal["requests"] > 0, normal
+    counted = _eventually(lambda: _metric(slow_server.url, "resfam_client_connections_refused_total"),
+                          refused_before + extra)
+    assert counted - refused_before == extra

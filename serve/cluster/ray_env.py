@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from serve.config import HttpOptions
+from serve.cluster.proxy_guard import GuardLimits
 
 HAPROXY = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy on every node in place of the Python proxy,
@@ -24,10 +25,14 @@ def serve_environment(proxy: str) -> dict[str, str]:
 
 
 def front_door_environment(http: HttpOptions) -> dict[str, str]:
-    """serve_environment plus, in HAProxy mode, the slow-client limits only HAProxy's env can set: how long a
-    client may stay silent (headers included; Ray's default is an hour) and how many connections it holds."""
+    """serve_environment plus the slow-client limits only the front door's environment can set. Ray's proxy: the
+    hook that installs the header deadline and per-address connection limit (cluster/proxy_guard.py). HAProxy:
+    how long a client may stay silent (headers included; Ray's default is an hour) and how many connections it
+    holds."""
     env = serve_environment(http.proxy)
-    if http.proxy == "haproxy":
+    if http.proxy == "ray":
+        env.update(GuardLimits.from_options(http).environment())
+    else:
         env.update(RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=str(http.client_idle_timeout_s),
                    RAY_SERVE_HAPROXY_MAXCONN=str(http.max_connections))
     return env
