@@ -1,4 +1,4 @@
-"""A real PostgreSQL (Debian's package) for tests: one throw-away cluster per test session.
+"""A real PostgreSQL (Debian's package, loadtests/postgres.py) for tests: one throw-away cluster per test session.
 
 Debian's server refuses to run as root, so as root the cluster belongs to the `postgres` user (runuser);
 it listens on 127.0.0.1 on a free port, with its socket in its own directory. Without the binaries the tests
@@ -8,68 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.conftest import free_port
+from loadtests.postgres import MISSING, PostgresServer, postgres_bindir, temporary_postgres
 
+__all__ = ["PostgresServer", "postgres_server", "postgres_database"]
 REQUIRE_ENV = "RESFAM_REQUIRE_POSTGRES"
-MISSING = "PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)"
-OWNER = "postgres"
-
-
-def postgres_bindir() -> Path | None:
-    """Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin; take the newest."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
-    if found:
-        return found[-1].parent
-    on_path = shutil.which("pg_ctl")
-    return Path(on_path).parent if on_path else None
-
-
-class PostgresServer:
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir, self.root, self.port = bindir, root, free_port()
-        self.data = root / "data"
-
-    def _run(self, *command: str) -> None:
-        as_owner = ["runuser", "-u", OWNER, "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_owner, str(self.bindir / command[0]), *command[1:]], check=True,
-                       capture_output=True, text=True, timeout=60)
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def admin(self, *statements: str, database: str = "postgres") -> None:
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname={database}",
-                             autocommit=True) as connection:
-            for statement in statements:
-                connection.execute(statement)
-
-    def fresh_database(self, name: str) -> str:
-        """An empty database called `name` (dropped first if it exists); returns its URL."""
-        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def empty(self, database: str) -> None:
-        """Back to an empty database: tables, indexes and the schema version go."""
-        self.admin("DROP SCHEMA public CASCADE", "CREATE SCHEMA public", database=database)
 
 
 @pytest.fixture(scope="session")
@@ -79,20 +25,8 @@ def postgres_server() -> Iterator[PostgresServer]:
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"{MISSING}, and {REQUIRE_ENV} is set")
         pytest.skip(MISSING)
-    root = Path(tempfile.mkdtemp(prefix="resfam-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, OWNER, OWNER)
-    server = PostgresServer(bindir, root)
-    try:
-        server.init()
-        server.start()
+    with temporary_postgres(bindir) as server:
         yield server
-    finally:
-        try:
-            server.stop()
-        except subprocess.CalledProcessError:
-            pass  # never started, or a test left it stopped
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

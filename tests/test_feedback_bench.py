@@ -32,7 +32,8 @@ FILL_BATCH = 20_000
 
 def test_recorder_throughput_and_cost_on_the_request_path(store_url):
     store = FeedbackStore(store_url, max_rows=10 * RECORDED, retention_s=3600)
-    recorder = FeedbackRecorder(store, ServeMetrics(), FeedbackConfig(buffer_rows=RECORDED))
+    # the buffer's own throughput: answers not durable (tests/test_recording_options.py, loadtests recording)
+    recorder = FeedbackRecorder(store, ServeMetrics(), FeedbackConfig(buffer_rows=RECORDED, durable_answers=False))
 
     async def record_all() -> float:
         started = time.perf_counter()

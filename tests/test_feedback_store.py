@@ -243,7 +243,7 @@ PROBS = np.array([[0.1, 0.7, 0.2]])
 def test_feedback_finds_a_prediction_another_replica_has_not_written_yet(store_url):
     """Replica A answers and buffers the row (written within its flush interval); replica B gets the feedback:
     B looks again until the row arrives instead of answering 404. An id nobody answered is 404 after the wait."""
-    a = recorder_for(store_url, ServeMetrics(), flush_interval_s=0.5)
+    a = recorder_for(store_url, ServeMetrics(), flush_interval_s=0.5, durable_answers=False)
     b = recorder_for(store_url, ServeMetrics(), feedback_wait_s=2.0)
 
     async def scenario() -> None:
@@ -262,8 +262,8 @@ def test_feedback_finds_a_prediction_another_replica_has_not_written_yet(store_u
 
 def test_a_full_buffer_drops_and_counts_instead_of_blocking(store_url):
     metrics = ServeMetrics()
-    # a flush interval longer than the test: nothing leaves the buffer until close() writes it
-    recorder = recorder_for(store_url, metrics, buffer_rows=10, flush_interval_s=60)
+    # a flush interval longer than the test, answers not durable: nothing leaves the buffer until close() writes it
+    recorder = recorder_for(store_url, metrics, buffer_rows=10, flush_interval_s=60, durable_answers=False)
 
     async def scenario() -> None:
         started = time.monotonic()

@@ -67,6 +67,7 @@ class FeedbackRecorder:
     def __init__(self, store: FeedbackStore, metrics: ServeMetrics, options: FeedbackConfig | None = None) -> None:
         options = options or FeedbackConfig()
         self.store, self.metrics, self.options = store, metrics, options
+        self.durable = options.durable_answers if options.durable_answers is not None else store.backend != "sqlite"
         self.errors = StoreErrors(metrics)
         self.buffer = WriteBuffer(
             self._write, capacity_rows=options.buffer_rows, batch_rows=BATCH_ROWS,
@@ -96,14 +97,18 @@ class FeedbackRecorder:
         """Keep what was answered, so that feedback can be scored later (by any replica, after restarts).
         Never fails classification: a row the buffer cannot take is dropped, counted. Waits only with
         durable_answers (bounded, and not while the database is failing), so that a lost node loses no answer."""
+        if not self.options.record:
+            return
         rows = prediction_rows(request_id, arm, model_key, probs, latency_s)
         seq = self.buffer.put(("served", time.time(), rows), len(rows))
-        if seq is not None and self.options.durable_answers:
+        if seq is not None and self.durable:
             await asyncio.get_running_loop().run_in_executor(
                 self.waiters, self.buffer.flush, self.options.durable_wait_s, seq)
 
     async def record_shadow(self, request_id: str, arm: str, model_key: str, probs: np.ndarray,
                             latency_s: float) -> None:
+        if not self.options.record:
+            return
         rows = prediction_rows(request_id, arm, model_key, probs, latency_s)
         self.buffer.put(("shadow", time.time(), rows), len(rows))
 
