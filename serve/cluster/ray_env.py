@@ -3,6 +3,7 @@ so they must be in the environment Ray starts with: set by `python -m serve` bef
 Ray, and in the pod spec on a cluster (deploy/)."""
 from __future__ import annotations
 
+import ipaddress
 import random
 import socket
 from pathlib import Path
@@ -79,3 +80,14 @@ def local_haproxy_files(directory: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(directory / "metrics.sock"),
     }
 
+
+def local_ray_environment(host: str) -> dict[str, str]:
+    """A local server on a loopback `host` keeps Ray's own ports on loopback too. Ray 2.60 binds its gRPC servers
+    (GCS, raylets, object manager, every worker), the dashboard agent and the runtime-env agent to the node's IP,
+    which `ray.init` resolves from the default route even when given 127.0.0.1 (services.resolve_ip_for_localhost)
+    except where ENABLE_RAY_CLUSTER is off, as on macOS and Windows: then the node IP is 127.0.0.1."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} if loopback else {}
