@@ -28,6 +28,13 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 async def _ok(scope, receive, send) -> None:
+    """200 "ok" to any request; a WebSocket is accepted and echoes."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -133,6 +140,23 @@ def test_an_address_over_its_connection_limit_is_closed_at_once_while_others_are
     asyncio.run(scenario())
 
 
+@PROTOCOLS
+def test_a_websocket_outlives_the_header_deadline_and_leaves_the_connection_count(base):
+    from websockets.asyncio.client import connect
+
+    async def scenario() -> None:
+        async with _server(base, GuardLimits(TIMEOUT_S, 1, True)) as (port, _):
+            async with connect(f"ws://127.0.0.1:{port}/") as socket_:
+                await asyncio.sleep(TIMEOUT_S * 3)
+                await socket_.send("still here")
+                assert await asyncio.wait_for(socket_.recv(), 2) == "still here"
+                reader, writer = await _connect(port)  # the upgraded connection no longer counts
+                writer.write(REQUEST)
+                assert (await asyncio.wait_for(reader.readuntil(b"ok"), 2)).startswith(b"HTTP/1.1 200 ")
+
+    asyncio.run(scenario())
+
+
 def test_which_addresses_are_limited():
     limits = GuardLimits(5, 2, False, (proxy_guard.ipaddress.ip_network("10.0.0.0/8"),))
     assert limits.limits_peer("192.0.2.7") and not limits.limits_peer("127.0.0.2")
@@ -175,7 +199,7 @@ def test_the_ray_and_uvicorn_internals_the_guard_relies_on_are_still_there():
     assert "http=" not in config_call  # Ray's uvicorn loads HTTP_PROTOCOLS["auto"]
     assert HTTP_PROTOCOLS["auto"] == "uvicorn.protocols.http.auto:AutoHTTPProtocol"
     for base in (HttpToolsProtocol, H11Protocol):
-        for method in ("connection_made", "data_received", "connection_lost"):
+        for method in ("connection_made", "data_received", "connection_lost", "handle_websocket_upgrade"):
             assert method in vars(base), (base, method)
         source = inspect.getsource(base)
         for attribute in ("self.transport =", "self.client =", "self.loop =", "self.cycle = RequestResponseCycle(",

@@ -16,7 +16,8 @@ The uvicorn (0.54) internals this relies on, checked by tests/test_proxy_guard.p
 them fails loudly: `uvicorn.config.HTTP_PROTOCOLS["auto"]` is the "module:attribute" Ray's `uvicorn.Config`
 (which passes no `http=`) loads when its server starts; both protocol classes (httptools and h11) keep
 `transport`, `client` (the peer's (host, port)), `loop`, and `cycle`, replaced by a new RequestResponseCycle when
-a request's headers are complete, whose `response_complete` says the previous answer is out.
+a request's headers are complete, whose `response_complete` says the previous answer is out; a WebSocket upgrade
+goes through `handle_websocket_upgrade`, after which the connection belongs to another protocol object.
 
 The header deadline runs from the moment the connection is accepted, and on a kept-alive connection from the
 first byte of the next request (idle time before it is `keep_alive_timeout_s`'s business). A connection whose
@@ -168,13 +169,22 @@ class GuardedProtocol:
             self._stop_headers_timer()  # headers complete: a new request cycle began
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._let_go()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        """The connection passes to uvicorn's WebSocket protocol, which this class never sees close: its headers
+        are complete, and it no longer counts against its address."""
+        self._let_go()
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
+
+    def _let_go(self) -> None:
         self._stop_headers_timer()
         if self._counted_peer is not None:
             self.connections_by_peer[self._counted_peer] -= 1
             if not self.connections_by_peer[self._counted_peer]:
                 del self.connections_by_peer[self._counted_peer]
             self._counted_peer = None
-        super().connection_lost(exc)  # type: ignore[misc]
 
     def _start_headers_timer(self) -> None:
         self._awaited_cycle = self.cycle  # type: ignore[attr-defined]
