@@ -1,18 +1,20 @@
 """`http.proxy`: Ray Serve's Python proxy (shipped) and its HAProxy ingress answer alike, errors included."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
 from loadtests.photos import digit_pngs, jpeg_photos
-from loadtests.procs import process_tree
+from loadtests.procs import process_tree, title
 from tests.test_ports import assert_refused_and_first_unharmed
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
@@ -52,10 +54,15 @@ def test_unknown_proxy_is_a_config_error():
         parse_config({"models": [{"name": "a"}], "http": {"proxy": "nginx"}})
 
 
+HEADER_TIMEOUT_S = 2.0
+PER_CLIENT = 4
+
+
 @pytest.fixture(scope="module")
 def haproxy_server(tmp_path_factory) -> LiveServer:
     config = default_config(free_port())
-    config["http"]["proxy"] = "haproxy"
+    config["http"].update(proxy="haproxy", header_timeout_s=HEADER_TIMEOUT_S, max_connections_per_client=PER_CLIENT,
+                          limit_loopback=True)  # so that 127.0.0.x clients stand for distinct addresses
     live = LiveServer(config, tmp_path_factory.mktemp("haproxy-server"))
     live.start()
     yield live
@@ -133,24 +140,92 @@ def test_a_second_server_on_haproxys_port_fails_at_once(haproxy_server: LiveServ
     assert_refused_and_first_unharmed(haproxy_server, "haproxy")
 
 
-def listening_addresses(pids: set[int]) -> dict[int, set[str]]:
-    """port -> the addresses the given processes listen on (from `ss`, which maps sockets to processes)."""
-    found: dict[int, set[str]] = {}
+def listeners(pids: set[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of each listening socket of the given processes (`ss` maps sockets to processes)."""
+    found = []
     for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
-        if any(f"pid={pid}," in line for pid in pids):
+        if owner := next((pid for pid in pids if f"pid={pid}," in line), None):
             address, _, port = line.split()[3].rpartition(":")
-            found.setdefault(int(port), set()).add(address)
+            found.append((address, int(port), owner))
     return found
 
 
-def test_the_serving_path_of_a_local_haproxy_server_listens_on_loopback_only(haproxy_server: LiveServer) -> None:
-    """HAProxy's front door and the ingress replica's own HTTP port (HAProxy's backend) follow http.host.
-    What does not: HAProxy's stats page and exporter (Ray's template binds them on every interface) and Ray's
-    internal gRPC ports, in both modes (README, Security)."""
-    listening = listening_addresses(set(process_tree(haproxy_server.pid)))
-    assert listening[haproxy_server.port] == {"127.0.0.1"}
-    (serving,) = serving_haproxies(haproxy_server)
-    config = haproxy_config(serving).read_text()
-    backends = [line.split()[2].rpartition(":") for line in config.splitlines() if line.strip().startswith("server ")]
-    assert backends and all(host == "127.0.0.1" and listening[int(port)] == {"127.0.0.1"}
-                            for host, _, port in backends)
+def is_loopback(address: str) -> bool:
+    """An `ss` local address: 127.0.0.1, [::1], [::ffff:127.0.0.1] (an IPv6 socket bound to 127.0.0.1), * ..."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:  # `*`: every interface
+        return False
+    return (ip.ipv4_mapped or ip).is_loopback if isinstance(ip, ipaddress.IPv6Address) else ip.is_loopback
+
+
+# What Ray 2.60 cannot move (README, Security): each Serve replica's inter-deployment gRPC server, which
+# ray/serve/_private/replica.py (`_on_initialized`) binds on "[::]:0" with no setting; it takes Ray's cluster token.
+REPLICA_GRPC = "ray::ServeReplica:"
+
+
+@pytest.mark.parametrize("mode", ["ray", "haproxy"])
+def test_nothing_of_a_local_server_on_loopback_listens_elsewhere_but_rays_replica_grpc(mode: str, request) -> None:
+    """Ray's gRPC ports and agents follow the node IP (ray_env.local_ray_environment), HAProxy's stats page and
+    exporter follow the front door (cluster/haproxy_config.py), and in HAProxy mode the ingress replica's own
+    HTTP port (HAProxy's backend) follows http.host."""
+    live: LiveServer = request.getfixturevalue("haproxy_server" if mode == "haproxy" else "server")
+    found = listeners(set(process_tree(live.pid)))
+    assert {a for a, port, _ in found if port == live.port} == {"127.0.0.1"} and len(found) > 10  # Ray's too
+    elsewhere = Counter(pid for address, _, pid in found if not is_loopback(address))
+    replicas = {pid for pid in process_tree(live.pid) if title(pid).startswith(REPLICA_GRPC)}
+    assert replicas and set(elsewhere) <= replicas and set(elsewhere.values()) <= {1}, [
+        (address, port, title(pid)) for address, port, pid in found if not is_loopback(address)]
+    if mode == "haproxy":
+        (serving,) = serving_haproxies(live)
+        config = haproxy_config(serving).read_text()
+        backends = [line.split()[2].rpartition(":") for line in config.splitlines()
+                    if line.strip().startswith("server ")]
+        ports = {port for _, port, _ in found}
+        assert backends and all(host == "127.0.0.1" and int(port) in ports for host, _, port in backends)
+
+
+HEALTH = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def _connect(live: LiveServer, source: str, payload: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=HEADER_TIMEOUT_S + 3, source_address=(source, 0))
+    try:
+        sock.sendall(payload)
+    except OSError:  # refused after the handshake: _reply says so
+        pass
+    return sock
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """The status line of what the server sends, b"" when it closes without answering."""
+    try:
+        return sock.recv(65536).split(b"\r\n", 1)[0]
+    except ConnectionResetError:
+        return b""
+
+
+def test_haproxy_answers_408_and_closes_a_connection_whose_headers_stop_halfway(haproxy_server: LiveServer) -> None:
+    with _connect(haproxy_server, "127.0.0.4", b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-") as sock:
+        started = time.monotonic()
+        status = _reply(sock)
+        waited = time.monotonic() - started
+        assert status.startswith(b"HTTP/1.1 408") and _reply(sock) == b""
+    assert HEADER_TIMEOUT_S - 0.3 <= waited <= HEADER_TIMEOUT_S + 1.5
+
+
+def test_haproxy_refuses_one_address_beyond_its_connections_and_serves_another(haproxy_server: LiveServer) -> None:
+    held = [_connect(haproxy_server, "127.0.0.2", HEALTH) for _ in range(PER_CLIENT)]
+    try:
+        assert all(_reply(sock).endswith(b" 200 OK") for sock in held)  # kept alive: each still counts
+        with _connect(haproxy_server, "127.0.0.2", HEALTH) as refused:
+            assert _reply(refused) == b""
+        with _connect(haproxy_server, "127.0.0.3", HEALTH) as other:
+            assert _reply(other).endswith(b" 200 OK")
+        held.pop().close()
+        time.sleep(0.2)
+        with _connect(haproxy_server, "127.0.0.2", HEALTH) as again:  # a count, not a ban
+            assert _reply(again).endswith(b" 200 OK")
+    finally:
+        for sock in held:
+            sock.close()

@@ -21,7 +21,9 @@ from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import haproxies_using, own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
 from serve.cluster.procs import process_tree
-from serve.cluster.ray_env import front_door_environment, local_haproxy_files, local_haproxy_ports
+from serve.cluster.haproxy_config import wrapper_environment
+from serve.cluster.ray_env import (front_door_environment, local_haproxy_files, local_haproxy_ports,
+                                   local_ray_environment)
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as cleanup:
         haproxy_dir: Path | None = None
         if args.address is None:  # a local server: the port and HAProxy's files are ours to look after
+            os.environ.update(local_ray_environment(config.http.host))
             haproxy = config.http.proxy == "haproxy"
             if haproxy and (stopped := reap_orphaned_haproxy()):
                 print(f"warning: stopped haproxy {stopped}, left running by a server that was killed",
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(haproxy_dir)}
                 for name, value in local.items():
                     os.environ.setdefault(name, value)
+                os.environ.update(wrapper_environment(config.http, haproxy_dir))
         return serve_until_stopped(config, args, haproxy_dir)
 
 
