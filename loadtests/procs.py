@@ -18,6 +18,15 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far; 0 for one that is gone."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def title(pid: int) -> str:
     """The process title as `ps` shows it (Ray workers rename themselves `ray::ServeReplica:...`)."""
     try:

@@ -1,6 +1,7 @@
 """The HTTP endpoints: parse the request, hand it to the DataPlane, answer. Routing and nothing else."""
 # No `from __future__ import annotations`: Ray Serve's class-based views read the routes' annotations as objects.
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +40,7 @@ app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
 app.add_middleware(ClientLimitMiddleware,  # outermost: refuses before any other work
                    refusal=lambda: error_response(TooManyRequests("too many requests in flight from this address")))
 
+log = logging.getLogger(__name__)
 CLASSIFY_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503)
 V2_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503, model=schemas.V2ErrorBody)
 
@@ -69,14 +71,20 @@ class Ingress:
         app.state.metrics = self.metrics
         app.state.metrics_open = config.auth == "none" or config.auth.metrics_open
 
-    def reconfigure(self, user_config: dict) -> None:
+    async def reconfigure(self, user_config: dict) -> None:
         """Ray Serve calls this with the user_config at start and on every change: no restart, no lost request.
-        It carries the experiment and the keys' generation (serve/cluster/app.py: ingress_user_config)."""
+        It carries the experiment and the keys' generation (serve/cluster/app.py: ingress_user_config), and, when
+        `python -m serve` stops, `drain_s`: Ray Serve delivers a user_config to every replica and `serve.run`
+        returns once each has applied it, where a handle call reaches whichever replica its router picks."""
         self.plane.reconfigure(user_config.get("experiment"))
         app.state.keys = self.keys.reload(user_config.get("keys"))
+        if user_config.get("drain_s"):
+            drained = await self.drain(user_config["drain_s"])
+            if drained["unfinished"] or drained["feedback_unwritten"]:
+                log.warning("drain left work undone: %s", drained)
 
     async def drain(self, timeout_s: float) -> dict:
-        """Called by `python -m serve` before it stops Ray Serve; buffered predictions are written last."""
+        """Refuse new requests, finish the admitted ones, write the buffered predictions (each bounded)."""
         drained = await self.drain_gate.close(timeout_s)
         await self.plane.drain()  # the guarded rollout stops deciding here
         return {**drained, "feedback_unwritten": await self.plane.recorder.flush(timeout_s)}

@@ -106,13 +106,16 @@ def resolved_auth(config: ServerConfig, base_dir: Path) -> AuthConfig | str:
     return config.auth.model_copy(update={"keys_file": str(keys.resolve())})
 
 
-def ingress_user_config(config: ServerConfig, keys: str | None) -> dict[str, Any]:
-    """What the ingress applies in place (Ingress.reconfigure): the experiment, and the generation of its API
-    keys (a digest that changes with them; None where the keys come only from the pod's environment)."""
-    return {"experiment": config.experiment.model_dump() if config.experiment else None, "keys": keys}
+def ingress_user_config(config: ServerConfig, keys: str | None, drain_s: float | None = None) -> dict[str, Any]:
+    """What the ingress applies in place (Ingress.reconfigure): the experiment, the generation of its API
+    keys (a digest that changes with them; None where the keys come only from the pod's environment), and on
+    the way out `drain_s`, which makes every replica drain."""
+    user_config = {"experiment": config.experiment.model_dump() if config.experiment else None, "keys": keys}
+    return {**user_config, "drain_s": drain_s} if drain_s else user_config
 
 
-def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Application:
+def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT, drain_s: float | None = None) -> Application:
+    """`drain_s`: the same application, told to drain (every Ingress replica, in place; see Ingress.reconfigure)."""
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
     classifiers, decoding_by_model = {}, {}
@@ -127,7 +130,7 @@ def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT) -> Applicatio
     # The experiment and the keys' generation travel as user_config: they change without restarting the ingress.
     fixed = config.model_copy(update={"experiment": None, "auth": resolved_auth(config, base_dir)})
     feedback_url = config.feedback_url(base_dir.resolve())  # RESFAM_FEEDBACK_URL is applied in the replica
-    user_config = ingress_user_config(config, keys_generation(config.keys_path(base_dir)))
+    user_config = ingress_user_config(config, keys_generation(config.keys_path(base_dir)), drain_s)
     # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
     ingress = versioned(Ingress.options(user_config=user_config, **ingress_options(config.ingress)),
                         fixed.model_dump_json(exclude={"ingress"}), str(repository),

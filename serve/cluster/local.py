@@ -6,15 +6,14 @@ so a new model version or new batching settings go live under load. SIGINT/SIGTE
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from serve.api.auth import KeysError, check_auth
 from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
@@ -24,9 +23,6 @@ from serve.cluster.procs import process_tree
 from serve.cluster.haproxy_config import wrapper_environment
 from serve.cluster.ray_env import (front_door_environment, local_haproxy_files, local_haproxy_ports,
                                    local_ray_environment)
-
-if TYPE_CHECKING:
-    from ray.serve.handle import DeploymentHandle
 
 APP_NAME = "resfam"
 DRAIN_TIMEOUT_S = 30.0
@@ -39,11 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Ray cluster address ('auto' joins a running cluster); default starts a local one")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
-
-
-async def drain(ingress: DeploymentHandle) -> dict:
-    """Awaited in an event loop: in Ray Serve's throughput mode a handle routes on the caller's own loop."""
-    return await ingress.drain.remote(DRAIN_TIMEOUT_S)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +88,16 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
                                   "keep_alive_timeout_s": config.http.keep_alive_timeout_s})
     logging_config = {"encoding": "JSON", "log_level": args.log_level, "enable_access_log": False}
 
-    def deploy(cfg: ServerConfig) -> None:
-        ray_serve.run(build_app(cfg, PROJECT_ROOT), name=APP_NAME, route_prefix="/", logging_config=logging_config)
+    def deploy(cfg: ServerConfig, drain_s: float | None = None) -> None:
+        ray_serve.run(build_app(cfg, PROJECT_ROOT, drain_s), name=APP_NAME, route_prefix="/",
+                      logging_config=logging_config)
+        if drain_s:
+            return
         print(f"resfam-serve ready on http://{config.http.host}:{config.http.port} "
               f"(models: {', '.join(f'{m.name}/{m.version}' for m in cfg.models)})", flush=True)
 
     deploy(config)
+    deployed = config
     # Ours: this process's tree, and the haproxy processes that run on our own HAProxy directory (a reloaded
     # haproxy need not stay under the process that started it).
     def ours() -> set[int]:
@@ -130,11 +125,19 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
             if new_config.http != config.http:
                 raise ConfigError("http host/port cannot change without a restart")
             deploy(new_config)
+            deployed = new_config
         except Exception as exc:  # a bad new config must not take down the running one
             print(f"error: reload failed, still serving the previous config: {exc}", file=sys.stderr, flush=True)
     print("draining in-flight requests and shutting down", flush=True)
-    drained = asyncio.run(drain(ray_serve.get_app_handle(APP_NAME)))
-    print(f"drained: {drained}", flush=True)
+    started = time.monotonic()
+    # Every Ingress replica refuses new requests, finishes its admitted ones and writes its feedback buffer; a
+    # handle call would reach only the replica its router picks. `serve.run` returns once all have.
+    try:
+        deploy(deployed, drain_s=DRAIN_TIMEOUT_S)
+        replicas = sum(ray_serve.status().applications[APP_NAME].deployments["Ingress"].replica_states.values())
+        print(f"drained: {dict(ingress_replicas=replicas, seconds=round(time.monotonic() - started, 2))}", flush=True)
+    except Exception as exc:  # stop anyway: Ray must not outlive us
+        print(f"error: drain failed after {time.monotonic() - started:.1f} s: {exc}", file=sys.stderr, flush=True)
     if args.address is None:
         # Our own local Ray: nothing is left in flight, so stop it at once. Serve's graceful shutdown
         # would keep the proxy accepting connections for an app it is tearing down, and they would hang.
