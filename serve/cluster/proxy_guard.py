@@ -21,8 +21,11 @@ goes through `handle_websocket_upgrade`, after which the connection belongs to a
 
 The header deadline runs from the moment the connection is accepted, and on a kept-alive connection from the
 first byte of the next request (idle time before it is `keep_alive_timeout_s`'s business). A connection whose
-headers are late gets 408 with `Connection: close` and is closed. A connection from an address that already holds
-`max_connections_per_client` is closed as soon as it is accepted, before anything is read.
+headers are late gets 408 with `Connection: close` and is closed. (Bytes of a next request that arrive while an
+answer is still going out, i.e. pipelined, start no deadline; uvicorn's keep-alive timeout then bounds them.)
+A connection from an address that already holds `max_connections_per_client` is closed as soon as it is accepted,
+before anything is read. Counts are per proxy process, so per node: a client spread over several nodes' proxies
+may hold that many on each.
 """
 from __future__ import annotations
 
