@@ -29,6 +29,7 @@ from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.client import ModelClient
 from serve.runtime.decoding import Decoding
+from serve.runtime.replica_grpc import bind_replica_grpc_to_configured_host
 
 app = FastAPI(title="resfam-serve", version="1", description="Image classification with the ResNet family: "
               "top-k answers, A/B experiments with feedback, and the Open Inference Protocol (KServe V2).")
@@ -51,6 +52,7 @@ class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
                  classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_url: str,
                  decoding: dict[str, Decoding] | None = None) -> None:
+        bind_replica_grpc_to_configured_host()
         if not config.http.docs:
             disable_docs(app)
         self.metrics = ServeMetrics()

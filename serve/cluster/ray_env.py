@@ -10,6 +10,7 @@ from pathlib import Path
 
 from serve.config import HttpOptions
 from serve.cluster.proxy_guard import GuardLimits
+from serve.runtime.replica_grpc import REPLICA_GRPC_HOST_ENV
 
 HAPROXY = {
     # Ray Serve's high-throughput mode (Ray >= 2.55): HAProxy on every node in place of the Python proxy,
@@ -62,10 +63,13 @@ def spare_ports(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
 
 
 def local_haproxy_ports(http_port: int) -> dict[str, str]:
-    """HAProxy's stats page and Prometheus exporter listen on fixed ports by default (8404, 9101), so a
-    second server on one host would fail to start: a local server takes spare ones instead."""
-    stats, metrics = spare_ports(2, avoid=(http_port,))
-    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats), "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
+    """HAProxy's stats page and Prometheus exporter listen on fixed ports by default (8404, 9101), and so does
+    the head node's fallback proxy that Ray keeps beside HAProxy (127.0.0.1:8500 for HTTP, 9500 for gRPC): a
+    second server on one host would collide on them, so a local server takes spare ones instead."""
+    stats, metrics, fallback_http, fallback_grpc = spare_ports(4, avoid=(http_port,))
+    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats), "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc)}
 
 
 def local_haproxy_files(directory: Path) -> dict[str, str]:
@@ -85,9 +89,11 @@ def local_ray_environment(host: str) -> dict[str, str]:
     """A local server on a loopback `host` keeps Ray's own ports on loopback too. Ray 2.60 binds its gRPC servers
     (GCS, raylets, object manager, every worker), the dashboard agent and the runtime-env agent to the node's IP,
     which `ray.init` resolves from the default route even when given 127.0.0.1 (services.resolve_ip_for_localhost)
-    except where ENABLE_RAY_CLUSTER is off, as on macOS and Windows: then the node IP is 127.0.0.1."""
+    except where ENABLE_RAY_CLUSTER is off, as on macOS and Windows: then the node IP is 127.0.0.1. Each Serve
+    replica's inter-deployment gRPC server, which Ray binds on every interface, follows REPLICA_GRPC_HOST_ENV
+    (serve/runtime/replica_grpc.py)."""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} if loopback else {}
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", REPLICA_GRPC_HOST_ENV: "127.0.0.1"} if loopback else {}

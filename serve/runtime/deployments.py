@@ -19,6 +19,7 @@ from serve.metrics import MetricsPusher, MetricsStore, ServeMetrics, Snapshot
 from serve.runtime.decoding import Decoding
 from serve.runtime.preprocess import decode_and_preprocess_all
 from serve.runtime.providers import plan_providers, tensorrt_libraries_present
+from serve.runtime.replica_grpc import bind_replica_grpc_to_configured_host
 from serve.runtime.repository import load_artifact, verify_checksum
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class MetricsHub:
     """Sums the snapshots every replica pushes, so one scrape sees the whole application."""
 
     def __init__(self) -> None:
+        bind_replica_grpc_to_configured_host()
         self.store = MetricsStore()
 
     def push(self, source: str, snapshot: Snapshot) -> None:
@@ -43,6 +45,7 @@ class Classifier:
     """Runs one model version with ONNX Runtime; concurrent calls are merged into batches."""
 
     def __init__(self, spec: ModelDeployment, repository: str, hub: DeploymentHandle, decoding: Decoding) -> None:
+        bind_replica_grpc_to_configured_host()
         self.spec, self.decoding = spec, decoding
         self.artifact = load_artifact(Path(repository), spec.name, spec.version)
         verify_checksum(self.artifact)
