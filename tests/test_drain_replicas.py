@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 
 from loadtests.photos import digit_pngs
-from loadtests.procs import cpu_seconds
+from loadtests.procs import CpuMeter
 from tests.conftest import LiveServer, default_config, free_port
 
 REQUESTS = 60
@@ -24,7 +24,7 @@ def test_sigterm_writes_every_ingress_replicas_buffer(tmp_path):
     try:
         replicas = server.replica_pids("Ingress")
         assert len(replicas) == 2, replicas
-        before = {pid: cpu_seconds(pid) for pid in replicas}
+        cpu = CpuMeter(replicas)
         pngs = digit_pngs()
         answered = set()
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -34,8 +34,8 @@ def test_sigterm_writes_every_ingress_replicas_buffer(tmp_path):
                 assert response.status_code == 200, response.text
                 answered.add(response.json()["request_id"])
         # both replicas answered some (Ray's proxy spreads requests); else the test would prove nothing
-        assert all(cpu_seconds(pid) - before[pid] > 0.2 for pid in replicas), \
-            {pid: cpu_seconds(pid) - before[pid] for pid in replicas}
+        spent = cpu.since()
+        assert all(seconds > 0.2 for seconds in spent), spent
     finally:
         server.stop()
     assert server.process.returncode == 0, server.log_path.read_text()[-3000:]
