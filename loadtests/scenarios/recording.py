@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 
 from tqdm import tqdm
 
@@ -37,7 +38,7 @@ class RecordingCost(Scenario):
         "duration": (float, 10, "seconds per case and concurrency"),
         "concurrency": (str, "1,8", "closed-loop users, comma-separated"),
         "stores": (str, "sqlite,postgresql", "stores to measure, comma-separated"),
-        "rounds": (int, 2, "times every case is measured, interleaved"),
+        "rounds": (int, 3, "times every case is measured, interleaved"),
     }
 
     @classmethod
@@ -96,7 +97,7 @@ def _median_by_case(rows: list[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     figures = ("requests_per_s", "p50_ms", "p95_ms", "p99_ms")
-    return [{**dict(zip(keys, key)), **{f: sorted(r[f] for r in group)[len(group) // 2] for f in figures},
+    return [{**dict(zip(keys, key)), **{f: statistics.median(r[f] for r in group) for f in figures},
              "errors": sum(r["errors"] for r in group)} for key, group in groups.items()]
 
 
