@@ -11,6 +11,7 @@ from loadtests.scenarios.recording import RecordingCost
 from loadtests.scenarios.robustness import BadInputs, Batching
 from loadtests.scenarios.rollout import Rollout
 from loadtests.scenarios.slowclients import SlowClients
+from loadtests.scenarios.spinwait import SpinWait
 from loadtests.scenarios.starts import StartStop
 from loadtests.scenarios.sweeps import ConcurrencySweep, RateSweep
 from loadtests.scenarios.traffic import AbTraffic, MixedModels, MultiImage
@@ -18,4 +19,4 @@ from loadtests.scenarios.traffic import AbTraffic, MixedModels, MultiImage
 # The standard set's order: scenarios on the same server config run back to back and share one server.
 SCENARIOS = {s.NAME: s for s in (cpu_resnet50, ConcurrencySweep, RateSweep, MultiImage, MixedModels, AbTraffic,
                                   BadInputs, Soak, Batching, FrontDoor, Faults, DecodeAgreement, PhonePhotos,
-                                  SlowClients, Rollout, Peers, RecordingCost, StartStop)}
+                                  SlowClients, Rollout, Peers, RecordingCost, SpinWait, StartStop)}
