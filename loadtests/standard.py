@@ -36,15 +36,20 @@ def run_standard(scenarios: dict, args_for: Callable[[str], argparse.Namespace],
             headline = scenario.run(args, pool)
         except Exception as exc:  # one broken scenario must not hide the others' figures
             headline = {"scenario": name, "figure": f"failed: {type(exc).__name__}: {exc}"[:200], "ok": False}
-        finished = datetime.datetime.now(datetime.timezone.utc)
-        headline.update(minutes=(time.monotonic() - started) / 60, date=finished.strftime("%Y-%m-%d %H:%M UTC"),
-                        load_average="/".join(f"{v:.1f}" for v in os.getloadavg()))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / HEADLINE).write_text(json.dumps(headline, indent=2) + "\n")
-        rows.append(headline)
+        rows.append(record_headline(args.out, headline, started))
         print(f"{name}: {headline['figure']} ({headline['minutes']:.1f} min)", flush=True)
         write_results_md([args_for(n).out for n in everything], results_md)
     return rows
+
+
+def record_headline(out: Path, headline: dict, started: float) -> dict:
+    """The scenario's headline with when, how long and how loaded, kept in `out` for RESULTS.md."""
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    headline.update(minutes=(time.monotonic() - started) / 60, date=finished.strftime("%Y-%m-%d %H:%M UTC"),
+                    load_average="/".join(f"{v:.1f}" for v in os.getloadavg()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HEADLINE).write_text(json.dumps(headline, indent=2) + "\n")
+    return headline
 
 
 def write_results_md(outs: list[Path], path: Path) -> None:
