@@ -63,7 +63,7 @@ def test_the_hardened_config_is_valid_haproxy_with_the_limits_in_the_front_door(
     config = path.read_text()
     haproxy_check(path)
     front_door = config.split("frontend http_frontend\n")[1].split("\nfrontend ")[0]
-    assert "timeout http-request 2500ms" in front_door
+    assert "timeout http-request 2500ms" in front_door and "option http-buffer-request" in front_door
     assert "acl resfam_exempt src 127.0.0.0/8 ::1" in front_door
     assert "tcp-request connection track-sc0 src if !resfam_exempt" in front_door
     assert "tcp-request connection reject if { sc0_conn_cur gt 4 }" in front_door
@@ -76,7 +76,7 @@ def test_exemptions_follow_the_config_and_no_limit_means_no_table():
     everyone = FrontDoorLimits.from_options(HttpOptions(limit_loopback=True))
     assert "tcp-request connection track-sc0 src" in everyone.frontend_lines()
     unlimited = FrontDoorLimits.from_options(HttpOptions(max_connections_per_client=0, header_timeout_s=7))
-    assert unlimited.frontend_lines() == ["timeout http-request 7000ms"]
+    assert unlimited.frontend_lines() == ["timeout http-request 7000ms", "option http-buffer-request"]
     assert FrontDoorLimits.from_environment(limited.environment()) == limited
 
 

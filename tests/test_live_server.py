@@ -32,6 +32,7 @@ def test_scenarios_asking_for_the_same_server_ask_with_equal_configs() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # ~23 s; CI runs it (-m slow)
 def test_a_killed_server_takes_every_process_with_it_haproxy_included(tmp_path: Path) -> None:
     # Ray starts its workers, and HAProxy under them, in process groups of their own: killing the server's
     # group alone left them running for seconds, and left a haproxy behind for good.

@@ -11,7 +11,12 @@ from tests.test_models_support import SMALL, one_thread, quiet_branches  # noqa:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", list_models())
+# The deepest variants take 17-23 s each here (a third of this file's time): CI runs them (-m slow), make test not.
+DEEPEST = {"resnet1202", "preact_resnet1001", "resnest269e"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEPEST else n
+                                  for n in list_models()])
 def test_forward_backward_and_onnx(name, tmp_path):
     torch.manual_seed(0)
     model = quiet_branches(create_model(name))
@@ -31,7 +36,7 @@ def test_forward_backward_and_onnx(name, tmp_path):
     assert not missing, f"no finite gradient for {missing[:5]}"
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", list_models())
 def test_onnx_at_native_input_size(name, tmp_path):
     torch.manual_seed(0)

@@ -217,4 +217,12 @@ def test_node_loss_and_new_cluster_upgrade_lose_no_acknowledged_prediction_or_fe
     print("\nmulti-node store figures: " + json.dumps(figures))
     assert clients.answered and set(expected) == {a for a in after_upgrade if after_upgrade[a]["requests"]}, figures
     assert not clients.unknown, f"feedback for answered requests found no prediction (lost): {figures}"
-    assert after_upgrade == expected, f"the report after the upgrade differs from what clients saw: {figures}"
+    # A request whose node dies after its prediction was committed but before the answer reached the client is
+    # in the store though the client saw an error (a CI run: 422 counted, 421 answered, 4 failed in flight):
+    # the report may hold up to that many predictions more than the 200s, never fewer, and the labels exactly.
+    for arm, seen in expected.items():
+        got = after_upgrade[arm]
+        assert (got["feedback"], got["correct"]) == (seen["feedback"], seen["correct"]), figures
+        assert got["requests"] >= seen["requests"], f"acknowledged predictions lost: {figures}"
+    extra = sum(after_upgrade[arm]["requests"] - seen["requests"] for arm, seen in expected.items())
+    assert extra <= sum(clients.classify_failed.values()), f"more predictions than requests in flight: {figures}"

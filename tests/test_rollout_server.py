@@ -15,7 +15,7 @@ from tests.conftest import LiveServer, default_config, free_port
 from tests.test_openapi import check_against_document
 from tests.test_server import metric_samples, total
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~80 s: CI runs it (-m slow)
 
 
 @pytest.fixture(scope="module")

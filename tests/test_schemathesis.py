@@ -13,7 +13,7 @@ import pytest
 
 from loadtests.server import LiveServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~60 s: CI runs it (-m slow)
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 

@@ -1,6 +1,8 @@
 """What Ray's HAProxy config lacks, added to the file before each haproxy reads it (`http.proxy: haproxy`):
 the stats page and the Prometheus exporter listen where the front door does (Ray binds them on every interface),
-`timeout http-request` (http.header_timeout_s: late headers get HAProxy's 408 and the connection is closed), and
+`timeout http-request` (http.header_timeout_s: late headers get HAProxy's 408 and the connection is closed),
+`option http-buffer-request` (HAProxy holds a request until its body is complete, or its buffer full, before it
+takes one of the ingress's slots: a stalled upload then holds a socket in HAProxy, and the same timeout cuts it), and
 http.max_connections_per_client per source address, with the same exemptions as Ray-proxy mode's guard
 (cluster/proxy_guard.py): loopback unless http.limit_loopback, and http.trusted_proxies.
 
@@ -77,7 +79,7 @@ class FrontDoorLimits:
 
     def frontend_lines(self) -> list[str]:
         """Directives for the front door's frontend, right after its bind line."""
-        lines = [f"timeout http-request {round(self.header_timeout_s * 1000)}ms"]
+        lines = [f"timeout http-request {round(self.header_timeout_s * 1000)}ms", "option http-buffer-request"]
         if self.max_connections_per_client:
             condition = " if !resfam_exempt" if self.exempt else ""
             if self.exempt:
