@@ -176,3 +176,24 @@ def test_shutdown_drains_requests_in_flight(live, pngs):
     while (left := [title(p) for p in server_processes if title(p)]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"processes outlived the server: {left}"
+
+
+@pytest.mark.slow  # ~70 s (the bounded drain waits out a dead raylet); CI runs it (-m slow)
+def test_sigterm_to_the_whole_process_group_stops_everything(tmp_path):
+    """systemd's default stop (KillMode=control-group) and `kill -TERM -<pgid>` signal every process of the
+    server, Ray's raylet included (it shares the server's group), and the raylet dies of it: the drain must give
+    up in bounded time and nothing may outlive the server, not even Ray's workers that the dead raylet left to
+    init. (Before, the drain's redeploy waited forever.)"""
+    from serve.cluster.local import DRAIN_GRACE_S, DRAIN_TIMEOUT_S
+    from serve.cluster.procs import snapshot, start_time
+
+    live = LiveServer(default_config(free_port()), tmp_path)
+    live.start()
+    tree = snapshot(live.pid)
+    assert len(tree) > 5
+    os.killpg(live.pid, signal.SIGTERM)  # LiveServer starts the server as a session and group leader
+    live.process.wait(timeout=DRAIN_TIMEOUT_S + DRAIN_GRACE_S + 30)
+    deadline = time.monotonic() + 10
+    while (left := [p for p, started in tree.items() if start_time(p) == started]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, [title(p) for p in left]

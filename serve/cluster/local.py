@@ -19,13 +19,15 @@ from serve.api.auth import KeysError, check_auth
 from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import haproxies_using, own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
-from serve.cluster.procs import process_tree
+from serve.cluster.procs import kill_survivors, process_tree, snapshot
 from serve.cluster.haproxy_config import wrapper_environment
 from serve.cluster.ray_env import (front_door_environment, local_haproxy_files, local_haproxy_ports,
                                    local_ray_environment)
 
 APP_NAME = "resfam"
 DRAIN_TIMEOUT_S = 30.0
+DRAIN_GRACE_S = 15.0  # the redeploy that carries the drain, beyond the drain itself
+PROCESS_SNAPSHOT_S = 5.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,8 +115,10 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    known: dict[int, int] = {}  # our processes as seen while serving (see kill_survivors)
     while True:
-        stop.wait()
+        while not stop.wait(PROCESS_SNAPSHOT_S):
+            known.update(snapshot(os.getpid()))
         if not reload.is_set():
             break
         stop.clear()
@@ -132,16 +136,33 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
     started = time.monotonic()
     # Every Ingress replica refuses new requests, finishes its admitted ones and writes its feedback buffer; a
     # handle call would reach only the replica its router picks. `serve.run` returns once all have.
-    try:
-        deploy(deployed, drain_s=DRAIN_TIMEOUT_S)
-        replicas = sum(ray_serve.status().applications[APP_NAME].deployments["Ingress"].replica_states.values())
-        print(f"drained: {dict(ingress_replicas=replicas, seconds=round(time.monotonic() - started, 2))}", flush=True)
-    except Exception as exc:  # stop anyway: Ray must not outlive us
-        print(f"error: drain failed after {time.monotonic() - started:.1f} s: {exc}", file=sys.stderr, flush=True)
+    def drain() -> None:
+        try:
+            deploy(deployed, drain_s=DRAIN_TIMEOUT_S)
+            replicas = sum(ray_serve.status().applications[APP_NAME].deployments["Ingress"].replica_states.values())
+            print(f"drained: {dict(ingress_replicas=replicas, seconds=round(time.monotonic() - started, 2))}",
+                  flush=True)
+        except Exception as exc:  # stop anyway: Ray must not outlive us
+            print(f"error: drain failed after {time.monotonic() - started:.1f} s: {exc}", file=sys.stderr, flush=True)
+
+    # Bounded: Ctrl-C in a terminal (or a signal to the whole process group) also reaches Ray's raylet, which
+    # shares our group and dies of it; a redeploy then waits forever for replicas no raylet serves.
+    draining = threading.Thread(target=drain, daemon=True)
+    draining.start()
+    draining.join(DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
+    if draining.is_alive():
+        print(f"error: drain did not finish in {DRAIN_TIMEOUT_S + DRAIN_GRACE_S:g} s (was Ray itself signalled?); "
+              "stopping anyway", file=sys.stderr, flush=True)
     if args.address is None:
         # Our own local Ray: nothing is left in flight, so stop it at once. Serve's graceful shutdown
         # would keep the proxy accepting connections for an app it is tearing down, and they would hang.
+        # Whatever Ray leaves (its workers outlive a raylet that died first) is killed: nothing outlives us.
+        known.update(snapshot(os.getpid()))
+        known.pop(os.getpid(), None)
         ray.shutdown()
+        if survivors := kill_survivors(known):
+            print(f"killed {len(survivors)} of Ray's processes that outlived it: {survivors}", file=sys.stderr,
+                  flush=True)
     else:
         ray_serve.shutdown()  # a shared cluster outlives us: remove the app, leave Ray running
     return 0
