@@ -24,6 +24,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime: fields 14 and 15 of proc(5)
 
 
+class CpuMeter:
+    """CPU seconds each of some processes spent between one reading and the next."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.last = {pid: cpu_seconds(pid) for pid in pids}
+
+    def since(self) -> list[float]:
+        now = {pid: cpu_seconds(pid) for pid in self.last}
+        spent = [round(now[pid] - self.last[pid], 1) for pid in self.last]
+        self.last = now
+        return spent
+
+
 def snapshot(root: int) -> dict[int, tuple[str, float]]:
     """pid -> (process name, CPU seconds) for `root` and its descendants now."""
     return {pid: (short_name(title(pid)), cpu_seconds(pid)) for pid in process_tree(root)}

@@ -18,28 +18,6 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far; 0 for one that is gone."""
-    try:
-        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU seconds each of some processes spent between one reading and the next."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.last = {pid: cpu_seconds(pid) for pid in pids}
-
-    def since(self) -> list[float]:
-        now = {pid: cpu_seconds(pid) for pid in self.last}
-        spent = [round(now[pid] - self.last[pid], 1) for pid in self.last]
-        self.last = now
-        return spent
-
-
 def title(pid: int) -> str:
     """The process title as `ps` shows it (Ray workers rename themselves `ray::ServeReplica:...`)."""
     try:

@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 
 from loadtests.photos import digit_pngs
-from loadtests.procs import CpuMeter
+from loadtests.cpu import CpuMeter
 from tests.conftest import LiveServer, default_config, free_port
 
 REQUESTS = 60

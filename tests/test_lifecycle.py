@@ -185,7 +185,7 @@ def test_sigterm_to_the_whole_process_group_stops_everything(tmp_path):
     up in bounded time and nothing may outlive the server, not even Ray's workers that the dead raylet left to
     init. (Before, the drain's redeploy waited forever.)"""
     from serve.cluster.local import DRAIN_GRACE_S, DRAIN_TIMEOUT_S
-    from serve.cluster.procs import snapshot, start_time
+    from serve.cluster.procs import snapshot, still_running
 
     live = LiveServer(default_config(free_port()), tmp_path)
     live.start()
@@ -193,7 +193,5 @@ def test_sigterm_to_the_whole_process_group_stops_everything(tmp_path):
     assert len(tree) > 5
     os.killpg(live.pid, signal.SIGTERM)  # LiveServer starts the server as a session and group leader
     live.process.wait(timeout=DRAIN_TIMEOUT_S + DRAIN_GRACE_S + 30)
-    deadline = time.monotonic() + 10
-    while (left := [p for p, started in tree.items() if start_time(p) == started]) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    left = still_running(tree, grace_s=10)
     assert not left, [title(p) for p in left]

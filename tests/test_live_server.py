@@ -12,7 +12,8 @@ import yaml
 from loadtests.procs import process_tree
 from loadtests.scenarios.common import digits_config
 from loadtests.server import LiveServer, default_config, free_port
-from serve.cluster.haproxy_orphans import haproxies_using, process_running
+from serve.cluster.haproxy_orphans import haproxies_using
+from serve.cluster.procs import process_running
 from tests.haproxy_procs import haproxy_dir
 
 

@@ -17,7 +17,8 @@ from loadtests.procs import process_tree, title
 from tests.test_ports import assert_refused_and_first_unharmed
 from loadtests.server import LiveServer, default_config, free_port
 from serve.config import ConfigError, parse_config
-from serve.cluster.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments, process_running,
+from serve.cluster.procs import process_running
+from serve.cluster.haproxy_orphans import (OWNER_FILE, haproxies_using, haproxy_arguments,
                                    reap_orphaned_haproxy)
 from serve.cluster.ray_env import local_haproxy_files, local_haproxy_ports, serve_environment
 from tests.haproxy_procs import haproxy_config, haproxy_dir, haproxy_processes, serving_haproxies

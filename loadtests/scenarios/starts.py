@@ -9,7 +9,6 @@ then the tree is killed and the rounds go on.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import time
@@ -23,26 +22,9 @@ from loadtests.procs import title
 from loadtests.report import plot_series, table, write_results
 from loadtests.scenarios.common import DIGITS, Scenario, digits_config
 from loadtests.server import LiveServer, ServerPool, free_port
-from serve.cluster.procs import process_tree
+from serve.cluster.procs import snapshot, still_running
 
 COLUMNS = ["round", "start_s", "stop_s", "classify", "left_behind", "outcome"]
-
-
-def survivors(pids: list[int], grace_s: float = 5.0) -> list[str]:
-    """The processes of a stopped server's tree still alive after a short grace (Ray reaps asynchronously)."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
-        if not alive or time.monotonic() > deadline:
-            return [f"{p} {title(p)}" for p in alive]
-        time.sleep(0.2)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def one_round(index: int, proxy: str, workdir: Path, timeout_s: float, image: bytes) -> dict:
@@ -59,11 +41,11 @@ def one_round(index: int, proxy: str, workdir: Path, timeout_s: float, image: by
     answer = httpx.post(f"{server.url}/classify", params={"model": DIGITS}, content=image,
                         headers={"Content-Type": "image/png"}, timeout=30)
     row["classify"] = answer.status_code
-    tree = process_tree(server.pid)
+    tree = snapshot(server.pid)
     stopped = time.monotonic()
     server.stop()
     row["stop_s"] = time.monotonic() - stopped
-    row["left_behind"] = survivors(tree)
+    row["left_behind"] = [f"{pid} {title(pid)}" for pid in still_running(tree, grace_s=5.0)]
     if answer.status_code != 200 or row["left_behind"]:
         row["outcome"] = "failed"
         shutil.copy(server.log_path, workdir / f"failed-{index}.log")

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from loadtests.generator import Outcome, Shot, ShotFactory, run_closed
 from loadtests.photos import digit_pngs
 from loadtests.postgres import PostgresServer, temporary_postgres
-from loadtests.procs import CpuMeter
+from loadtests.cpu import CpuMeter
 from loadtests.report import plot_bars, table, write_results
 from loadtests.scenarios.common import DIGITS, Scenario, digits_config, multipart_shots, warm_up
 from loadtests.server import ServerPool

@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from serve.cluster.procs import process_running
+
 HAPROXY_DIR_PREFIX = "resfam-hap-"
 HAPROXY_PARENT = Path("/tmp")  # as Ray's own default: HAProxy refuses socket paths over 97 bytes
 OWNER_FILE = "owner.pid"
@@ -52,15 +54,6 @@ def _wait_until_gone(pids: list[int], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def process_running(pid: int) -> bool:
-    """Alive and not a zombie (which has exited; only its parent's wait is missing)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def haproxy_arguments(pid: int) -> list[str]:

@@ -1,6 +1,9 @@
 """A process and its descendants, from /proc: what belongs to this server (Ray's processes, HAProxy)."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -48,27 +51,33 @@ def snapshot(root: int) -> dict[int, int]:
     return {pid: started for pid, started in found.items() if started is not None}
 
 
-def kill_survivors(known: dict[int, int], grace_s: float = 5.0) -> list[int]:
-    """SIGKILL the processes of `known` (the same ones: same start time) still alive after `grace_s`.
-    Ray's workers outlive a raylet that died before them; re-parented to init, they are no longer in any tree."""
-    import os
-    import signal
-    import time
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (which has exited; only its parent's wait is missing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
+
+def still_running(known: dict[int, int], grace_s: float = 0.0) -> list[int]:
+    """Those of `known` (pid -> start time: the same processes, not later ones with a reused pid) still running
+    after up to `grace_s` of waiting for them to go."""
     deadline = time.monotonic() + grace_s
-    while (alive := [p for p, started in known.items() if start_time(p) == started and not _zombie(p)]) \
-            and time.monotonic() < deadline:
+    while True:
+        alive = [pid for pid, started in known.items() if start_time(pid) == started and process_running(pid)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
         time.sleep(0.2)
+
+
+def kill_survivors(known: dict[int, int], grace_s: float = 5.0) -> list[int]:
+    """SIGKILL the processes of `known` still running after `grace_s`. Ray's workers outlive a raylet that died
+    before them; re-parented to init, they are no longer in any tree."""
+    alive = still_running(known, grace_s)
     for pid in alive:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     return alive
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
