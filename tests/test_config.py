@@ -6,7 +6,7 @@ import yaml
 from ray.serve import Deployment
 from ray.serve._private.build_app import build_app as build_serve_app
 
-from serve.cluster.app import build_app
+from serve.cluster.app import ROUTER, build_app
 from serve.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +95,13 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text(yaml.safe_dump(["a", "list"]))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_every_routed_deployment_backs_off_at_most_the_router_cap():
+    data = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    built = build_serve_app(build_app(parse_config(data)), name="resfam")
+    routed = [d for d in built.deployments if d.name != "MetricsHub"]
+    assert {d.name for d in routed} >= {"Ingress", "classifier-seresnet20_digits", "classifier-resnext20_digits"}
+    for deployment in routed:
+        assert deployment._deployment_config.request_router_config.max_backoff_s == ROUTER["max_backoff_s"], \
+            deployment.name

@@ -15,6 +15,12 @@ from serve.api.ingress import Ingress
 from serve.runtime.repository import ModelArtifact, load_artifact
 
 SERVE_PACKAGE = PROJECT_ROOT / "serve"
+# Ray 2.60's router runs at most two routing tasks per replica; one that found every replica full retries after a
+# backoff that doubles up to max_backoff_s (default 0.5 s) and routes one request per retry, so a queue behind a
+# full replica drained at ~4 requests/s however many slots came free (44 stalled uploads released at once held
+# normal requests for 11 s: tests/test_slow_clients.py). 0.05 s costs at most 20 queue-length probes a second per
+# routing task while a replica stays full.
+ROUTER = {"max_backoff_s": 0.05}
 
 
 class AppArgs(BaseModel):
@@ -28,10 +34,10 @@ class AppArgs(BaseModel):
 
 
 def replica_options(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
-    """Ray Serve takes a fixed num_replicas or an autoscaling_config, not both."""
+    """Ray Serve takes a fixed num_replicas or an autoscaling_config, not both; every routed deployment gets ROUTER."""
     if autoscaling is None:
-        return {"num_replicas": replicas}
-    return {"autoscaling_config": {
+        return {"num_replicas": replicas, "request_router_config": dict(ROUTER)}
+    return {"request_router_config": dict(ROUTER), "autoscaling_config": {
         "min_replicas": autoscaling.min_replicas,
         "max_replicas": autoscaling.max_replicas,
         "target_ongoing_requests": autoscaling.target_ongoing_requests,
