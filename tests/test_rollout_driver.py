@@ -3,6 +3,7 @@ step is stored and counted, and both routers take the same arms; 5xx answers rea
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,13 @@ def test_two_replicas_conclude_each_step_once_and_route_alike(replicas):
     serve(feedback, "old", 100, clock.now + 1)
     serve(feedback, "new", 30, clock.now + 1)
     clock.now += 20
+    # The interleaving this test is about: both replicas have read the evidence before either stores a
+    # conclusion. (Left to the threads, the second one sometimes read the first one's conclusion and rightly held
+    # at the next step instead.)
+    both_read = threading.Barrier(len(drivers), timeout=10)
+    for driver in drivers:
+        evidence = driver.store.evidence
+        driver.store.evidence = lambda *args, _read=evidence: (_read(*args), both_read.wait())[0]
     decided = [d for d in asyncio.run(both()) if d is not None]
     assert [d.action for d in decided] == ["advance"]  # one replica's insert won, the other read it back
     assert all(d.router.state.arms == (Arm("new", 100),) for d in drivers)
