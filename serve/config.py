@@ -97,7 +97,9 @@ class HttpOptions(_Strict):
     max_connections: int = Field(4096, ge=16)
     # Requests one client address may have in flight at once; beyond it 429 with Retry-After. 0: no limit.
     # Loopback clients (load tests, a sidecar) are exempt unless limit_loopback. The address is the TCP peer, or
-    # the X-Forwarded-For entry that trusted_proxies (addresses or CIDRs of the balancers in front) vouch for.
+    # the X-Forwarded-For entry that trusted_proxies (addresses or CIDRs of the balancers in front) vouch for; a
+    # balancer's own requests that name no client are not limited. Ray's proxy applies it too (cluster/proxy_guard.py),
+    # from a request's headers, so a request over it is refused before it costs a trip to the ingress.
     max_inflight_per_client: int = Field(32, ge=0)
     limit_loopback: bool = False
     trusted_proxies: list[IPvAnyNetwork] = []

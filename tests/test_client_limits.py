@@ -85,6 +85,13 @@ def test_no_peer_is_not_limited_and_loopback_only_when_asked():
     assert ClientLimiter(0, True, []).key(_scope("203.0.113.9")) is None
 
 
+def test_a_trusted_balancer_is_limited_only_by_the_clients_it_names():
+    limiter = ClientLimiter(4, True, BALANCER)
+    assert limiter.key(_scope("10.0.0.5")) is None and limiter.key(_scope("127.0.0.1")) is None
+    assert limiter.key(_scope("10.0.0.5", "198.51.100.1")) == "198.51.100.1"
+    assert limiter.key(_scope("10.0.0.5", "10.0.0.7")) is None  # only balancers on the way: no client named
+
+
 def test_the_limit_is_per_address_and_released():
     refused = []
     limiter = ClientLimiter(2, False, [], on_refusal=lambda: refused.append(1))

@@ -17,6 +17,8 @@ from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ray.serve._private.http_util import _apply_middlewares
+
 from serve.cluster import proxy_guard
 from serve.cluster.proxy_guard import GuardLimits, GuardReport, guarded
 from serve.cluster.ray_env import front_door_environment
@@ -40,9 +42,9 @@ async def _ok(scope, receive, send) -> None:
 
 
 @asynccontextmanager
-async def _server(base: type, limits: GuardLimits) -> AsyncIterator[tuple[int, list]]:
-    """A uvicorn server on a free loopback port using `base` with the guard; yields the port and the snapshots
-    its report pushed."""
+async def _server(base: type, limits: GuardLimits, app=_ok) -> AsyncIterator[tuple[int, list]]:
+    """A uvicorn server on a free loopback port using `base` with the guard, and `app` wrapped in the guard's
+    middleware as Ray's proxy wraps its own app; yields the port and the snapshots its report pushed."""
     pushed: list = []
 
     async def push(source, snapshot) -> None:
@@ -50,7 +52,9 @@ async def _server(base: type, limits: GuardLimits) -> AsyncIterator[tuple[int, l
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_ok, http=guarded(base, limits, GuardReport(push)), lifespan="off", log_level="error",
+    report = GuardReport(push)
+    wrapped = _apply_middlewares(app, proxy_guard.in_flight_limit(limits, report))
+    config = uvicorn.Config(wrapped, http=guarded(base, limits, report), lifespan="off", log_level="error",
                             timeout_keep_alive=KEEP_ALIVE_S)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -74,10 +78,14 @@ async def _until_closed(reader: asyncio.StreamReader, limit_s: float) -> tuple[b
     return answer, time.monotonic() - started
 
 
-def _timeouts(pushed: list) -> float:
+def _counted(pushed: list, metric: str, labels: dict | None = None) -> float:
     return sum(value for snapshot in pushed[-1:] for name, _, _, samples in snapshot
-               if name == "resfam_client_timeouts" for sample, labels, value in samples
-               if sample.endswith("_total") and labels == {"stage": "headers"})
+               if name == metric for sample, sample_labels, value in samples
+               if sample.endswith("_total") and sample_labels == (labels or {}))
+
+
+def _timeouts(pushed: list) -> float:
+    return _counted(pushed, "resfam_client_timeouts", {"stage": "headers"})
 
 
 PROTOCOLS = pytest.mark.parametrize("base", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
@@ -157,6 +165,62 @@ def test_a_websocket_outlives_the_header_deadline_and_leaves_the_connection_coun
     asyncio.run(scenario())
 
 
+class Held:
+    """An app that answers 200 only once `release` is set; a GET to /quick answers at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["path"] != "/quick":
+            self.started += 1
+            await self.release.wait()
+        await _ok(scope, receive, send)
+
+
+async def _answer_head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+
+
+@PROTOCOLS
+def test_an_address_over_its_in_flight_limit_gets_429_from_the_proxy_without_reaching_the_app(base):
+    async def scenario() -> None:
+        app = Held()
+        async with _server(base, GuardLimits(30, 0, True, max_inflight_per_client=2), app) as (port, pushed):
+            held = [await _connect(port, "127.0.0.2") for _ in range(2)]
+            for _, writer in held:
+                writer.write(REQUEST)
+            while app.started < 2:
+                await asyncio.sleep(0.01)
+            reader, writer = await _connect(port, "127.0.0.2")
+            started = time.monotonic()
+            writer.write(b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")  # no body
+            answer, _ = await _until_closed(reader, 2)
+            assert time.monotonic() - started < 0.5 and app.started == 2  # refused unread, never forwarded
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 429 ") and b"retry-after: 1" in head.lower(), head
+            assert b"connection: close" in head.lower() and b'"too_many_requests"' in body, answer
+            other_reader, other_writer = await _connect(port, "127.0.0.3")  # another address is not held back
+            other_writer.write(REQUEST.replace(b"GET / ", b"GET /quick "))
+            assert (await _answer_head(other_reader)).startswith(b"HTTP/1.1 200 ")
+            app.release.set()
+            for held_reader, _ in held:  # an answer out frees its count
+                assert (await _answer_head(held_reader)).startswith(b"HTTP/1.1 200 ")
+            again = [await _connect(port, "127.0.0.2") for _ in range(2)]
+            for again_reader, again_writer in again:
+                again_writer.write(REQUEST)
+                assert (await _answer_head(again_reader)).startswith(b"HTTP/1.1 200 ")
+            await asyncio.sleep(0.7)  # the report pushes every 0.5 s
+            assert _counted(pushed, "resfam_client_limited") == 1
+
+    asyncio.run(scenario())
+
+
+def test_without_an_in_flight_limit_the_proxy_adds_no_middleware():
+    assert proxy_guard.in_flight_limit(GuardLimits(5, 0, True), GuardReport()) == []
+
+
 def test_which_addresses_are_limited():
     limits = GuardLimits(5, 2, False, (proxy_guard.ipaddress.ip_network("10.0.0.0/8"),))
     assert limits.limits_peer("192.0.2.7") and not limits.limits_peer("127.0.0.2")
@@ -167,7 +231,7 @@ def test_which_addresses_are_limited():
 
 def test_the_limits_reach_the_proxy_through_its_environment_in_ray_mode_only():
     http = HttpOptions(header_timeout_s=3, max_connections_per_client=9, limit_loopback=True,
-                       trusted_proxies=["10.0.0.0/8"])
+                       trusted_proxies=["10.0.0.0/8"], max_inflight_per_client=7)
     env = front_door_environment(http)
     assert env[proxy_guard.HOOK_ENV] == proxy_guard.CALLBACK
     assert GuardLimits.from_environment(env) == GuardLimits.from_options(http)

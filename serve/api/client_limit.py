@@ -8,7 +8,9 @@ from typing import Callable, Sequence
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve.api.responses import error_response
 from serve.config import HttpOptions
+from serve.errors import TooManyRequests
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -54,14 +56,15 @@ class ClientLimiter:
         return cls(http.max_inflight_per_client, http.limit_loopback, http.trusted_proxies, on_refusal)
 
     def key(self, scope: Scope) -> str | None:
-        """The address to count this request against; None when it is not limited."""
+        """The address to count this request against; None when it is not limited: loopback unless asked, and a
+        trusted balancer that names no client (its requests are everyone's, as for the connection limit)."""
         if self.limit == 0:
             return None
         address = client_address(scope, self.trusted)
         if address is None:
             return None
         ip = _ip(address)
-        if ip is not None and ip.is_loopback and not self.limit_loopback:
+        if ip is not None and ((ip.is_loopback and not self.limit_loopback) or any(ip in net for net in self.trusted)):
             return None
         return address
 
@@ -79,16 +82,24 @@ class ClientLimiter:
             self.inflight[key] = count
 
 
+def too_many_in_flight() -> Response:
+    """429 with Retry-After and Connection: close (serve/api/responses.py), the same from the ingress and the proxy."""
+    return error_response(TooManyRequests("too many requests in flight from this address"))
+
+
 class ClientLimitMiddleware:
     """Plain ASGI, like DrainMiddleware: refuses at once (before the body is read) with `refusal()`.
-    The limiter lives in the app's `state.client_limit`; without one every request passes."""
+    The limiter is `limiter` (Ray's proxy, serve/cluster/proxy_guard.py, owns one) or else the app's
+    `state.client_limit`, set when the ingress starts; without either every request passes."""
 
-    def __init__(self, app: ASGIApp, refusal: Callable[[], Response]) -> None:
+    def __init__(self, app: ASGIApp, refusal: Callable[[], Response] = too_many_in_flight,
+                 limiter: ClientLimiter | None = None) -> None:
         self.app = app
         self.refusal = refusal
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limiter: ClientLimiter | None = getattr(scope["app"].state, "client_limit", None)
+        limiter = self.limiter or getattr(scope["app"].state, "client_limit", None)
         key = limiter.key(scope) if limiter is not None and scope["type"] == "http" else None
         if key is None:
             await self.app(scope, receive, send)

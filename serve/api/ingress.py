@@ -24,7 +24,7 @@ from serve.api.openapi import describe_api, disable_docs
 from serve.api.responses import (RequestLabels, error_response, install_error_handlers, internal_error, observed,
                                   v2_error_response, v2_internal_error)
 from serve.config import ServerConfig, effective_feedback_url
-from serve.errors import ApiError, Overloaded, TooManyRequests
+from serve.errors import ApiError, Overloaded
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.client import ModelClient
@@ -38,8 +38,7 @@ describe_api(app)
 app.add_middleware(AuthMiddleware)  # inside the drain gate: a draining server refuses before asking for a key
 app.add_middleware(DrainMiddleware, always_open=("/v2/health/", "/metrics"),
                    refusal=lambda: error_response(Overloaded("the server is shutting down; retry on another instance")))
-app.add_middleware(ClientLimitMiddleware,  # outermost: refuses before any other work
-                   refusal=lambda: error_response(TooManyRequests("too many requests in flight from this address")))
+app.add_middleware(ClientLimitMiddleware)  # outermost: refuses before any other work
 
 log = logging.getLogger(__name__)
 CLASSIFY_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503)

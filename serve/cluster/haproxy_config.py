@@ -1,10 +1,13 @@
 """What Ray's HAProxy config lacks, added to the file before each haproxy reads it (`http.proxy: haproxy`):
 the stats page and the Prometheus exporter listen where the front door does (Ray binds them on every interface),
-`timeout http-request` (http.header_timeout_s: late headers get HAProxy's 408 and the connection is closed),
-`option http-buffer-request` (HAProxy holds a request until its body is complete, or its buffer full, before it
-takes one of the ingress's slots: a stalled upload then holds a socket in HAProxy, and the same timeout cuts it), and
+`timeout http-request` (http.header_timeout_s: late headers get 408 and the connection is closed), the ingress's
+413 for a declared body over limits.max_body_bytes, at once, then `http-request wait-for-body` (HAProxy holds a
+request until its body is complete, or its buffer full, before it takes one of the ingress's slots: a stalled upload
+then holds a socket in HAProxy, and after the same time gets 408), both errors in the ingress's JSON shape, and
 http.max_connections_per_client per source address, with the same exemptions as Ray-proxy mode's guard
-(cluster/proxy_guard.py): loopback unless http.limit_loopback, and http.trusted_proxies.
+(cluster/proxy_guard.py): loopback unless http.limit_loopback, and http.trusted_proxies. (`option
+http-buffer-request` would buffer too, but before any rule runs: an oversized upload would wait for its body, then
+get 408 instead of 413.)
 
 How it gets there. Ray Serve 2.60 renders the config from a Jinja template inside its HAProxyManager actor, with
 no setting for any of these (HAProxyConfig.timeout_http_request_s exists but nothing sets it), then runs
@@ -27,6 +30,7 @@ Standard library only: it runs once per haproxy start, before haproxy, and must 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shlex
@@ -37,13 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
-    from serve.config import HttpOptions
+    from serve.config import ServerConfig
 
 MARKER = "# resfam: serve/cluster/haproxy_config.py applied"
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 REAL_BINARY_ENV = "RESFAM_HAPROXY_BINARY"  # the haproxy the wrapper runs
 HEADER_TIMEOUT_ENV = "RESFAM_HAPROXY_HEADER_TIMEOUT_S"
 MAX_CONNECTIONS_ENV = "RESFAM_HAPROXY_MAX_CONNECTIONS_PER_CLIENT"
+MAX_BODY_ENV = "RESFAM_HAPROXY_MAX_BODY_BYTES"
 EXEMPT_ENV = "RESFAM_HAPROXY_EXEMPT"  # comma-separated networks never limited
 LOOPBACK = ("127.0.0.0/8", "::1")
 WRAPPER_NAME = "haproxy-wrapper"
@@ -62,24 +67,34 @@ class FrontDoorLimits:
     header_timeout_s: float
     max_connections_per_client: int  # 0: no limit
     exempt: tuple[str, ...]  # networks (HAProxy `src` ACL syntax) never limited
+    max_body_bytes: int
 
     @classmethod
-    def from_options(cls, http: HttpOptions) -> "FrontDoorLimits":
+    def from_options(cls, config: ServerConfig) -> "FrontDoorLimits":
+        http = config.http
         exempt = (() if http.limit_loopback else LOOPBACK) + tuple(str(net) for net in http.trusted_proxies)
-        return cls(http.header_timeout_s, http.max_connections_per_client, exempt)
+        return cls(http.header_timeout_s, http.max_connections_per_client, exempt, config.limits.max_body_bytes)
 
     def environment(self) -> dict[str, str]:
         return {HEADER_TIMEOUT_ENV: f"{self.header_timeout_s:g}",
-                MAX_CONNECTIONS_ENV: str(self.max_connections_per_client), EXEMPT_ENV: ",".join(self.exempt)}
+                MAX_CONNECTIONS_ENV: str(self.max_connections_per_client), EXEMPT_ENV: ",".join(self.exempt),
+                MAX_BODY_ENV: str(self.max_body_bytes)}
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> "FrontDoorLimits":
         return cls(float(env[HEADER_TIMEOUT_ENV]), int(env[MAX_CONNECTIONS_ENV]),
-                   tuple(n for n in env.get(EXEMPT_ENV, "").split(",") if n))
+                   tuple(n for n in env.get(EXEMPT_ENV, "").split(",") if n), int(env[MAX_BODY_ENV]))
 
     def frontend_lines(self) -> list[str]:
         """Directives for the front door's frontend, right after its bind line."""
-        lines = [f"timeout http-request {round(self.header_timeout_s * 1000)}ms", "option http-buffer-request"]
+        header_ms = round(self.header_timeout_s * 1000)
+        too_large = _json_error("payload_too_large", f"body exceeds the limit of {self.max_body_bytes} bytes")
+        late = _json_error("request_timeout", "the request did not arrive in time")
+        lines = [f"timeout http-request {header_ms}ms",
+                 f"http-error status 408 content-type application/json string '{late}'",
+                 f"http-request deny deny_status 413 content-type application/json string '{too_large}' "
+                 f"hdr Connection close if {{ req.hdr_val(content-length) gt {self.max_body_bytes} }}",
+                 f"http-request wait-for-body time {header_ms}ms"]
         if self.max_connections_per_client:
             condition = " if !resfam_exempt" if self.exempt else ""
             if self.exempt:
@@ -89,6 +104,11 @@ class FrontDoorLimits:
                       f"tcp-request connection track-sc0 src{condition}",
                       f"tcp-request connection reject if {{ sc0_conn_cur gt {self.max_connections_per_client} }}"]
         return lines
+
+
+def _json_error(code: str, message: str) -> str:
+    """The ingress's error body (serve/errors.py ApiError.to_json), for an HAProxy single-quoted string."""
+    return json.dumps({"error": {"code": code, "message": message}})
 
 
 def harden(config: str, limits: FrontDoorLimits) -> str:
@@ -137,10 +157,10 @@ def real_haproxy() -> str:
     return get_haproxy_binary()
 
 
-def wrapper_environment(http: HttpOptions, directory: Path) -> dict[str, str]:
+def wrapper_environment(config: ServerConfig, directory: Path) -> dict[str, str]:
     """The environment Ray's HAProxyManager needs to start haproxy through the wrapper (set before Ray starts)."""
     return {REAL_BINARY_ENV: real_haproxy(), BINARY_ENV: str(write_wrapper(directory)),
-            **FrontDoorLimits.from_options(http).environment()}
+            **FrontDoorLimits.from_options(config).environment()}
 
 
 def main(argv: list[str]) -> None:

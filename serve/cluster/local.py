@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 local = {**local_haproxy_ports(config.http.port), **local_haproxy_files(haproxy_dir)}
                 for name, value in local.items():
                     os.environ.setdefault(name, value)
-                os.environ.update(wrapper_environment(config.http, haproxy_dir))
+                os.environ.update(wrapper_environment(config, haproxy_dir))
         return serve_until_stopped(config, args, haproxy_dir)
 
 
