@@ -19,7 +19,7 @@ from serve.api.auth import KeysError, check_auth
 from serve.config import PROJECT_ROOT, ConfigError, ServerConfig, load_config
 from serve.cluster.haproxy_orphans import haproxies_using, own_haproxy_dir, reap_orphaned_haproxy
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
-from serve.cluster.procs import kill_survivors, process_tree, snapshot
+from serve.cluster.procs import kill_survivors, process_tree, snapshot, start_time, still_running
 from serve.cluster.haproxy_config import wrapper_environment
 from serve.cluster.ray_env import (front_door_environment, local_haproxy_files, local_haproxy_ports,
                                    local_ray_environment)
@@ -28,6 +28,13 @@ APP_NAME = "resfam"
 DRAIN_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 15.0  # the redeploy that carries the drain, beyond the drain itself
 PROCESS_SNAPSHOT_S = 5.0
+RAYLET = "raylet"  # its process name (/proc/<pid>/comm)
+
+
+class StoppedWithoutRay(Exception):
+    """Ray's raylet was signalled with us: no drain is possible, and ray.shutdown() without a raylet crashes the
+    process (SIGSEGV, or exit 1 from Ray's core worker) before anything after it runs. `main` exits at once
+    instead, once its own clean-up is done."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                 for name, value in local.items():
                     os.environ.setdefault(name, value)
                 os.environ.update(wrapper_environment(config, haproxy_dir))
-        return serve_until_stopped(config, args, haproxy_dir)
+        try:
+            return serve_until_stopped(config, args, haproxy_dir)
+        except StoppedWithoutRay:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skips the atexit ray.shutdown() that would crash without a raylet
 
 
 def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_dir: Path | None) -> int:
@@ -115,7 +128,7 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
-    known: dict[int, int] = {}  # our processes as seen while serving (see kill_survivors)
+    known = snapshot(os.getpid())  # our processes as seen while serving (see kill_survivors)
     while True:
         while not stop.wait(PROCESS_SNAPSHOT_S):
             known.update(snapshot(os.getpid()))
@@ -145,12 +158,20 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
         except Exception as exc:  # stop anyway: Ray must not outlive us
             print(f"error: drain failed after {time.monotonic() - started:.1f} s: {exc}", file=sys.stderr, flush=True)
 
-    # Bounded: Ctrl-C in a terminal (or a signal to the whole process group) also reaches Ray's raylet, which
-    # shares our group and dies of it; a redeploy then waits forever for replicas no raylet serves.
+    # Bounded: a SIGTERM to the whole process group (systemd's default stop, `kill -TERM -<pgid>`) also reaches
+    # Ray's raylet, which shares our group and dies of it (within ~10 s); a redeploy then waits forever for
+    # replicas no raylet serves. (A SIGINT to the group, Ctrl-C in a terminal, leaves the raylet running.)
+    raylets = {pid: started for pid, started in known.items() if _is_raylet(pid)} if args.address is None else {}
     draining = threading.Thread(target=drain, daemon=True)
     draining.start()
-    draining.join(DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
-    if draining.is_alive():
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S + DRAIN_GRACE_S
+    while draining.is_alive() and time.monotonic() < deadline and (not raylets or still_running(raylets)):
+        draining.join(0.5)
+    raylet_gone = bool(raylets) and not still_running(raylets)
+    if raylet_gone:
+        print("error: no drain: Ray's raylet was signalled too (a signal to the whole process group?); stopping",
+              file=sys.stderr, flush=True)
+    elif draining.is_alive():
         print(f"error: drain did not finish in {DRAIN_TIMEOUT_S + DRAIN_GRACE_S:g} s (was Ray itself signalled?); "
               "stopping anyway", file=sys.stderr, flush=True)
     if args.address is None:
@@ -158,11 +179,22 @@ def serve_until_stopped(config: ServerConfig, args: argparse.Namespace, haproxy_
         # would keep the proxy accepting connections for an app it is tearing down, and they would hang.
         # Whatever Ray leaves (its workers outlive a raylet that died first) is killed: nothing outlives us.
         known.update(snapshot(os.getpid()))
+        known.update({pid: started for pid in ours() if (started := start_time(pid)) is not None})
         known.pop(os.getpid(), None)
-        ray.shutdown()
+        if not raylet_gone:
+            ray.shutdown()
         if survivors := kill_survivors(known):
             print(f"killed {len(survivors)} of Ray's processes that outlived it: {survivors}", file=sys.stderr,
                   flush=True)
+        if raylet_gone:
+            raise StoppedWithoutRay
     else:
         ray_serve.shutdown()  # a shared cluster outlives us: remove the app, leave Ray running
     return 0
+
+
+def _is_raylet(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == RAYLET
+    except OSError:
+        return False
