@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 TARGET = "127.0.0.1"
-KINDS = ("body", "header", "reader")
+KINDS = ("body", "header", "reader", "partial")
 # The body promised is 100 kB, four bytes come.
 SLOW_BODY = (b"POST /classify HTTP/1.1\r\nHost: resfam\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
              b"\x89PNG")
+# 32 kB of it come: more than a buffering front door holds (HAProxy's 16 kB), so it reaches the ingress and holds
+# an ongoing-request slot there until the ingress's body pace cuts it.
+PARTIAL_BODY = SLOW_BODY + bytes(32 * 1024)
 SLOW_HEADER = b"POST /classify HTTP/1.1\r\nHost: resfam\r\nContent-Type: ima"
 # Pipelined requests whose answers (the OpenAPI document, ~30 kB each) are never read.
 SLOW_READER = b"GET /openapi.json HTTP/1.1\r\nHost: resfam\r\n\r\n" * 64
@@ -31,6 +34,7 @@ class Stalled:
     closed: bool  # the server closed the connection
     held_s: float
     answer: bytes = b""  # the start of the server's answer, for diagnosis
+    answered_s: float | None = None  # seconds from its last byte until the answer's first; None: no answer
 
 
 async def _stall(kind: str, port: int, source: str, stop_at: float) -> Stalled:
@@ -43,11 +47,11 @@ async def _stall(kind: str, port: int, source: str, stop_at: float) -> Stalled:
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(loop.sock_connect(sock, (TARGET, port)), 10)
-        await loop.sock_sendall(sock, {"body": SLOW_BODY, "header": SLOW_HEADER, "reader": SLOW_READER}[kind])
+        await loop.sock_sendall(sock, {"body": SLOW_BODY, "header": SLOW_HEADER, "reader": SLOW_READER, "partial": PARTIAL_BODY}[kind])
         sent = time.monotonic()
         if kind == "reader":  # read nothing until READER_LOOK_S before the end; then see what the server did
             await asyncio.sleep(max(0.0, stop_at - READER_LOOK_S - time.monotonic()))
-        head, closed = b"", False
+        head, closed, answered_s = b"", False, None
         while time.monotonic() < stop_at:
             try:
                 chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), max(0.01, stop_at - time.monotonic()))
@@ -56,9 +60,10 @@ async def _stall(kind: str, port: int, source: str, stop_at: float) -> Stalled:
             if not chunk:
                 closed = True
                 break
-            head = head or chunk[:200]  # an answer; the server must still close
+            if not head:  # an answer; the server must still close
+                head, answered_s = chunk[:200], time.monotonic() - sent
         status = int(head[9:12]) if head.startswith(b"HTTP/1.1 ") and head[9:12].isdigit() else 0
-        return Stalled(kind, status, closed, time.monotonic() - sent, head)
+        return Stalled(kind, status, closed, time.monotonic() - sent, head, answered_s)
     except OSError:
         return Stalled(kind, 0, True, 0.0)
     finally:

@@ -77,8 +77,8 @@ class HttpOptions(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     # What answers on host:port. haproxy: Ray Serve's HAProxy ingress forwards to the ingress replica, which
     # serves HTTP itself (one hop less than Ray's Python proxy, and replicas call each other over gRPC).
-    # ray: Ray Serve's Python proxy, the default: behind HAProxy the ingress sees HAProxy's address, so the
-    # per-client in-flight limit cannot tell clients apart. Measured in loadtests/results/proxy/report.md.
+    # ray: Ray Serve's Python proxy, the default. Behind HAProxy the ingress reads the client's address from the
+    # X-Forwarded-For HAProxy appends (cluster/haproxy_config.py). Measured in loadtests/results/proxy/report.md.
     proxy: Literal["haproxy", "ray"] = "ray"
     # The OpenAPI document at /openapi.json and its viewer at /docs.
     docs: bool = True

@@ -85,6 +85,15 @@ def test_no_peer_is_not_limited_and_loopback_only_when_asked():
     assert ClientLimiter(0, True, []).key(_scope("203.0.113.9")) is None
 
 
+def test_behind_haproxy_the_node_address_it_connects_from_is_trusted():
+    behind = ClientLimiter.from_options(HttpOptions(proxy="haproxy", limit_loopback=True), node_ip="192.0.2.4")
+    assert behind.key(_scope("192.0.2.4", "198.51.100.1")) == "198.51.100.1"
+    assert behind.key(_scope("192.0.2.4", "127.0.0.20")) == "127.0.0.20"  # a local client is a client
+    assert behind.key(_scope("192.0.2.4")) is None  # HAProxy itself, naming no one
+    direct = ClientLimiter.from_options(HttpOptions(proxy="ray", limit_loopback=True), node_ip="192.0.2.4")
+    assert direct.key(_scope("192.0.2.4", "198.51.100.1")) == "192.0.2.4"
+
+
 def test_a_trusted_balancer_is_limited_only_by_the_clients_it_names():
     limiter = ClientLimiter(4, True, BALANCER)
     assert limiter.key(_scope("10.0.0.5")) is None and limiter.key(_scope("127.0.0.1")) is None

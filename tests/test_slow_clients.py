@@ -23,13 +23,11 @@ LIMITS = {"body_idle_timeout_s": 2, "body_timeout_s": 2, "keep_alive_timeout_s":
           "header_timeout_s": 2}
 PER_CLIENT = 32
 CONNECTIONS_PER_CLIENT = 48  # Ray's proxy (serve/cluster/proxy_guard.py); above what one SOURCES address opens
-# Ray's proxy hands the ingress the client's address; HAProxy (as Ray renders it) adds no X-Forwarded-For, so the
-# ingress sees HAProxy's: a per-client limit there would put every client in one bucket (docs/ARCHITECTURE.md).
+# Ray's proxy hands the ingress the client's address; HAProxy names it in X-Forwarded-For (cluster/haproxy_config.py).
 # 127.0.0.1, where the normal traffic comes from, is listed as a balancer: trusted proxies are never held to
-# max_connections_per_client (test_no_slot_is_leaked_after_the_attack opens 256 connections from it at once).
-CLIENT_LIMIT = {"ray": {"max_inflight_per_client": PER_CLIENT, "limit_loopback": True,
-                        "max_connections_per_client": CONNECTIONS_PER_CLIENT, "trusted_proxies": ["127.0.0.1"]},
-                "haproxy": {"max_inflight_per_client": 0}}
+# the per-address limits (test_no_slot_is_leaked_after_the_attack opens 256 connections from it at once).
+CLIENT_LIMIT = {"max_inflight_per_client": PER_CLIENT, "limit_loopback": True,
+                "max_connections_per_client": CONNECTIONS_PER_CLIENT, "trusted_proxies": ["127.0.0.1"]}
 # The ingress's ongoing-request slots (serve/api/ingress.py): more stalled bodies than this at once.
 SLOTS = 256
 SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # 10 attacker addresses, 30 bodies each: under PER_CLIENT
@@ -38,7 +36,7 @@ SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # 10 attacker addresses, 30 bo
 @pytest.fixture(scope="module", params=["ray", "haproxy"])
 def slow_server(request, tmp_path_factory) -> LiveServer:
     config = default_config(free_port())
-    config["http"].update(proxy=request.param, **LIMITS, **CLIENT_LIMIT[request.param])
+    config["http"].update(proxy=request.param, **LIMITS, **CLIENT_LIMIT)
     live = LiveServer(config, tmp_path_factory.mktemp(f"slow-{request.param}"))
     live.start()
     yield live
@@ -120,16 +118,20 @@ def test_an_idle_keep_alive_connection_is_closed(slow_server: LiveServer):
 
 
 def test_one_address_beyond_its_limit_is_refused_at_once(slow_server: LiveServer):
-    if slow_server.config["http"]["proxy"] != "ray":
-        pytest.skip("behind HAProxy the ingress sees HAProxy's address, not the client's (no X-Forwarded-For)")
+    """Bodies that stall after 32 kB: beyond what HAProxy buffers, so in both modes they reach the ingress and hold
+    its slots until it cuts them; the address's requests over its limit are refused at once (by Ray's proxy, or
+    behind HAProxy by the ingress, which trusts HAProxy's X-Forwarded-For)."""
     limited_before = _metric(slow_server.url, "resfam_client_limited_total")
-    attack = Attack(slow_server.port, {"body": PER_CLIENT + 8}, duration_s=8, sources=["127.0.0.20"], repeat=False)
+    attack = Attack(slow_server.port, {"partial": PER_CLIENT + 8}, duration_s=8, sources=["127.0.0.20"],
+                    repeat=False)
     with attack:
         time.sleep(0.5)
         normal = run_closed(slow_server.url, digits_shots(), 2, 2, timeout_s=10).summary()  # from 127.0.0.1
     statuses = sorted(b.status for b in attack.results)
     assert statuses == [408] * PER_CLIENT + [429] * 8, statuses
-    assert all(b.held_s < 1 for b in attack.results if b.status == 429)
+    # Answered at once and closed (HAProxy closes once the rest of the request has had its time).
+    refused = [b for b in attack.results if b.status == 429]
+    assert all(b.answered_s < 1 and b.closed for b in refused), [(b.answered_s, b.held_s, b.closed) for b in refused]
     assert normal["errors"] == 0, normal
     assert _metric(slow_server.url, "resfam_client_limited_total") - limited_before == 8
 

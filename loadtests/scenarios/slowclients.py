@@ -89,10 +89,9 @@ Normal traffic: {args.concurrency} closed-loop users, {args.duration:g} s per ph
 bodies, {args.headers} slow headers, {args.readers} non-readers, from {len(ATTACKER_SOURCES)} addresses, at most
 {args.connect_rate:g} new connections/s. Limits (the shipped defaults): body grace {http.body_timeout_s:g} s, idle
 {http.body_idle_timeout_s:g} s, at least {http.body_min_rate_bytes_per_s} bytes/s; headers within
-{http.header_timeout_s:g} s; {http.max_connections_per_client} connections and (Ray's proxy only)
-{http.max_inflight_per_client} requests in flight per client address; keep-alive {http.keep_alive_timeout_s} s.
-Behind HAProxy the ingress sees HAProxy's address, so the in-flight limit is off there (docs/ARCHITECTURE.md,
-"Slow clients").
+{http.header_timeout_s:g} s; {http.max_connections_per_client} connections and
+{http.max_inflight_per_client} requests in flight per client address (behind HAProxy the ingress reads the client's
+address from the X-Forwarded-For HAProxy appends); keep-alive {http.keep_alive_timeout_s} s.
 
 {measured}
 
@@ -118,9 +117,7 @@ admitted; readers read nothing until 2 s before the end, so theirs only say whet
     @classmethod
     def run_one(cls, args: argparse.Namespace, pool: ServerPool, proxy: str) -> dict:
         config = digits_config()
-        # Behind HAProxy every request reaches the ingress from HAProxy's address: one bucket for everyone.
-        config["http"].update(proxy=proxy, limit_loopback=True,
-                              **({"max_inflight_per_client": 0} if proxy == "haproxy" else {}))
+        config["http"].update(proxy=proxy, limit_loopback=True)
         server = pool.get(config)
         make = digits_shots()
         warm_up(server.url, make)

@@ -52,8 +52,15 @@ class ClientLimiter:
         self.inflight: dict[str, int] = {}
 
     @classmethod
-    def from_options(cls, http: HttpOptions, on_refusal: Callable[[], None] = lambda: None) -> "ClientLimiter":
-        return cls(http.max_inflight_per_client, http.limit_loopback, http.trusted_proxies, on_refusal)
+    def from_options(cls, http: HttpOptions, on_refusal: Callable[[], None] = lambda: None,
+                     node_ip: str | None = None) -> "ClientLimiter":
+        """Behind HAProxy (`http.proxy: haproxy`) every request comes from HAProxy on this node, which connects to
+        the ingress at the node's address (`node_ip`) and so from it, and names the client in X-Forwarded-For
+        (cluster/haproxy_config.py): that one address is trusted too (not all of loopback: clients on it count)."""
+        trusted = list(http.trusted_proxies)
+        if http.proxy == "haproxy":
+            trusted.append(ipaddress.ip_network(node_ip or "127.0.0.1"))
+        return cls(http.max_inflight_per_client, http.limit_loopback, trusted, on_refusal)
 
     def key(self, scope: Scope) -> str | None:
         """The address to count this request against; None when it is not limited: loopback unless asked, and a

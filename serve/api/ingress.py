@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+import ray
 from ray import serve as ray_serve
 from ray.serve.handle import DeploymentHandle
 
@@ -59,7 +60,8 @@ class Ingress:
         self.hub = hub
         self.limits = config.limits
         self.pace = BodyPace.from_options(config.http, self.metrics.client_timeouts.labels(stage="body").inc)
-        app.state.client_limit = ClientLimiter.from_options(config.http, self.metrics.client_limited.inc)
+        app.state.client_limit = ClientLimiter.from_options(config.http, self.metrics.client_limited.inc,
+                                                            ray.util.get_node_ip_address())
         catalog = ModelCatalog(Path(repository), classifiers, config.default_model)
         client = ModelClient(classifiers, decoding or {}, config.limits.max_pixels,
                              ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics)

@@ -3,7 +3,8 @@ the stats page and the Prometheus exporter listen where the front door does (Ray
 `timeout http-request` (http.header_timeout_s: late headers get 408 and the connection is closed), the ingress's
 413 for a declared body over limits.max_body_bytes, at once, then `http-request wait-for-body` (HAProxy holds a
 request until its body is complete, or its buffer full, before it takes one of the ingress's slots: a stalled upload
-then holds a socket in HAProxy, and after the same time gets 408), both errors in the ingress's JSON shape, and
+then holds a socket in HAProxy, and after the same time gets 408), both errors in the ingress's JSON shape,
+`option forwardfor` (the client's address in X-Forwarded-For, which the ingress trusts from its own node), and
 http.max_connections_per_client per source address, with the same exemptions as Ray-proxy mode's guard
 (cluster/proxy_guard.py): loopback unless http.limit_loopback, and http.trusted_proxies. (`option
 http-buffer-request` would buffer too, but before any rule runs: an oversized upload would wait for its body, then
@@ -91,6 +92,7 @@ class FrontDoorLimits:
         too_large = _json_error("payload_too_large", f"body exceeds the limit of {self.max_body_bytes} bytes")
         late = _json_error("request_timeout", "the request did not arrive in time")
         lines = [f"timeout http-request {header_ms}ms",
+                 "option forwardfor",  # the ingress's per-client limit sees the client (api/client_limit.py)
                  f"http-error status 408 content-type application/json string '{late}'",
                  f"http-request deny deny_status 413 content-type application/json string '{too_large}' "
                  f"hdr Connection close if {{ req.hdr_val(content-length) gt {self.max_body_bytes} }}",
