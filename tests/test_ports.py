@@ -33,6 +33,8 @@ def test_a_free_port_passes_and_a_held_one_names_its_holder():
             ensure_port_free("127.0.0.1", port)
         assert strangers_on_port("127.0.0.1", port, lambda: {os.getpid()}) == []
         assert [s.pid for s in strangers_on_port("127.0.0.1", port, set)] == [os.getpid()]
+        seen = iter([set(), {os.getpid()}])  # a stranger at the first look, ours by the second: a passing one
+        assert strangers_on_port("127.0.0.1", port, lambda: next(seen), looks=2, apart_s=0) == []
     ensure_port_free("127.0.0.1", port)
 
 

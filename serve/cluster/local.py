@@ -21,8 +21,8 @@ from serve.cluster.haproxy_orphans import haproxies_using, own_haproxy_dir, reap
 from serve.cluster.ports import PortBusy, ensure_port_free, strangers_on_port
 from serve.cluster.procs import kill_survivors, process_tree, snapshot, start_time, still_running
 from serve.cluster.haproxy_config import wrapper_environment
-from serve.cluster.ray_env import (front_door_environment, local_haproxy_files, local_haproxy_ports,
-                                   local_ray_environment)
+from serve.cluster.ray_env import (QUIET_LOCAL_RAY, front_door_environment, local_haproxy_files,
+                                   local_haproxy_ports, local_ray_environment)
 
 APP_NAME = "resfam"
 DRAIN_TIMEOUT_S = 30.0
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         haproxy_dir: Path | None = None
         if args.address is None:  # a local server: the port and HAProxy's files are ours to look after
             os.environ.update(local_ray_environment(config.http.host))
+            for name, value in QUIET_LOCAL_RAY.items():  # an explicit setting wins
+                os.environ.setdefault(name, value)
             haproxy = config.http.proxy == "haproxy"
             if haproxy and (stopped := reap_orphaned_haproxy()):
                 print(f"warning: stopped haproxy {stopped}, left running by a server that was killed",

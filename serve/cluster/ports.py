@@ -109,9 +109,20 @@ def _probe(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def strangers_on_port(host: str, port: int, ours: Callable[[], set[int]]) -> list[Listener]:
+def strangers_on_port(host: str, port: int, ours: Callable[[], set[int]], looks: int = 3,
+                      apart_s: float = 0.5) -> list[Listener]:
     """Listeners that are not ours: another server that started on the port while we did. `ours` is asked after
-    the listeners are listed, so a process of ours that started meanwhile (a reloaded haproxy) is known."""
-    holders = listeners(port, host)
-    own = ours()
-    return [listener for listener in holders if listener.pid not in own]
+    the listeners are listed, so a process of ours that started meanwhile (a reloaded haproxy) is known. A
+    stranger must be there at every one of `looks`: a haproxy Ray is reloading can show for an instant as no one's
+    (in HAProxy mode one start in ~30 stopped itself over one), while a rival server stays."""
+    strangers: dict[int, Listener] | None = None
+    for look in range(looks):
+        if look:
+            time.sleep(apart_s)
+        holders = listeners(port, host)
+        own = ours()
+        now = {listener.pid: listener for listener in holders if listener.pid not in own}
+        strangers = now if strangers is None else {pid: now[pid] for pid in now if pid in strangers}
+        if not strangers:
+            return []
+    return list(strangers.values())

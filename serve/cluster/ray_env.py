@@ -19,6 +19,12 @@ HAPROXY = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
 }
 RAY_PROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+# Ray's own periodic work on a local server, which shares its cores with the requests: the Serve controller's loop
+# (every 0.1 s by default), Serve's metrics export (every 0.1 s) and Ray's metrics collection (for Ray's
+# dashboard and Prometheus endpoint, which a local server does not start; our metrics go through the MetricsHub).
+# What they save: docs/ARCHITECTURE.md, "Decisions".
+QUIET_LOCAL_RAY = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "2000",
+                   "RAY_enable_metrics_collection": "0"}
 
 
 def serve_environment(proxy: str) -> dict[str, str]:
