@@ -55,7 +55,9 @@ def deployment_overrides(config: ServerConfig, variant: Variant, repository: Pat
 
 def serve_config(config: ServerConfig, config_arg: str, variant: Variant,
                  base_dir: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """A ServeDeploySchema-shaped dict; `config_arg` is the config file's path as the replicas see it."""
+    """A ServeDeploySchema-shaped dict; `config_arg` is the config file's path as the replicas see it. Every model
+    gets a deployment of its own, as app_builder builds it on the cluster (ServerConfig.on_cluster)."""
+    config = config.on_cluster()
     repository = config.repository_path(base_dir).resolve()
     return {
         "proxy_location": "EveryNode",

@@ -59,6 +59,13 @@ class ModelDeployment(_Strict):
     # image spinning against ~70 not, beside a busy neighbour (tests/test_spin_bench.py, docs/ARCHITECTURE.md
     # "Decisions"). true suits a replica with cores of its own.
     spin_wait: bool = False
+    # Where the model runs: a Classifier deployment of its own (replica), or inside each ingress replica (ingress),
+    # which saves the ingress -> replica hop (a Ray handle call over gRPC). On this 2-core machine that hop cost much:
+    # in the ingress the digits model served 277 -> 435 requests/s at c=32 and ~5.7 -> 3.0 CPU-ms of serving overhead
+    # per request; ResNet-50 at c=8 went from 0.88x to 0.98x of a plain FastAPI server. replica: the model scales
+    # on its own (replicas, autoscaling, GPU workers); a cluster always runs it so (ServerConfig.on_cluster).
+    # preprocess_in is moot in the ingress: it decodes in the ingress's threads.
+    runs_in: Literal["ingress", "replica"] = "replica"
 
 
 class Limits(_Strict):
@@ -261,6 +268,11 @@ class ServerConfig(_Strict):
             if version and version not in served and "latest" not in served:
                 raise ValueError(f"experiment arm {arm.model!r}: version {version!r} is not served (served: {served})")
         return self
+
+    def on_cluster(self) -> "ServerConfig":
+        """This config with every model in a deployment of its own: a cluster scales each model on its own, on
+        GPU workers, and its rendered manifests override those deployments (deploy/serve_config.py)."""
+        return self.model_copy(update={"models": [m.model_copy(update={"runs_in": "replica"}) for m in self.models]})
 
     def keys_path(self, base: Path | None = None) -> Path | None:
         if self.auth == "none" or self.auth.keys_file is None:

@@ -99,9 +99,41 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_every_routed_deployment_backs_off_at_most_the_router_cap():
     data = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    built = build_serve_app(build_app(parse_config(data)), name="resfam")
+    built = build_serve_app(build_app(parse_config(data).on_cluster()), name="resfam")
     routed = [d for d in built.deployments if d.name != "MetricsHub"]
     assert {d.name for d in routed} >= {"Ingress", "classifier-seresnet20_digits", "classifier-resnext20_digits"}
     for deployment in routed:
         assert deployment._deployment_config.request_router_config.max_backoff_s == ROUTER["max_backoff_s"], \
             deployment.name
+
+
+def _shipped_with(*runs_in: str, num_gpus: tuple[float, ...] = (0, 0)) -> dict:
+    data = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    for model, where, gpus in zip(data["models"], runs_in, num_gpus):
+        model.update(runs_in=where, num_gpus=gpus)
+    return data
+
+
+def test_models_run_in_a_replica_unless_configured():
+    assert parse_config({"models": [{"name": "a"}]}).models[0].runs_in == "replica"
+
+
+def test_on_a_cluster_every_model_runs_in_a_replica_and_nothing_else_changes():
+    config = parse_config(_shipped_with("ingress", "replica"))
+    clustered = config.on_cluster()
+    assert [m.runs_in for m in clustered.models] == ["replica", "replica"]
+    assert [m.model_dump(exclude={"runs_in"}) for m in clustered.models] == \
+        [m.model_dump(exclude={"runs_in"}) for m in config.models]
+    assert clustered.model_copy(update={"models": config.models}) == config
+
+
+def test_an_in_ingress_model_has_no_deployment_and_its_gpus_go_to_the_ingress():
+    data = _shipped_with("ingress", "replica", num_gpus=(0.5, 0))
+    built = build_serve_app(build_app(parse_config(data)), name="resfam")
+    names = {d.name for d in built.deployments}
+    assert names == {"Ingress", "MetricsHub", "classifier-resnext20_digits"}
+    both = build_serve_app(build_app(parse_config(_shipped_with("ingress", "ingress", num_gpus=(0.5, 0.25)))),
+                           name="resfam")
+    ingress = next(d for d in both.deployments if d.name == "Ingress")
+    assert {d.name for d in both.deployments} == {"Ingress", "MetricsHub"}
+    assert ingress.ray_actor_options["num_gpus"] == 0.75 and ingress.ray_actor_options["num_cpus"] == 0

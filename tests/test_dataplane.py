@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,10 +13,13 @@ from serve.ab.recorder import FeedbackRecorder
 from serve.ab.router import ExperimentRouter
 from serve.ab.store import FeedbackStore
 from serve.api.dataplane import DataPlane
-from serve.config import Limits
+from serve.config import Limits, ModelDeployment
 from serve.errors import BadParameter, ModelNotFound, PayloadTooLarge, UnknownLabel, UnknownRequest
 from serve.metrics import ServeMetrics
 from serve.runtime.catalog import ModelCatalog
+from serve.runtime.client import ModelClient
+from serve.runtime.decoding import Decoding
+from serve.runtime.runner import ModelRunner, admission_bound
 from tests.images import encode
 from tests.inprocess_classifiers import InProcessClassifiers, shipped_keys
 
@@ -41,11 +45,15 @@ def classifiers(catalog: ModelCatalog) -> InProcessClassifiers:
     return InProcessClassifiers(list(catalog.artifacts.values()))
 
 
-@pytest.fixture
-def plane(tmp_path, catalog, classifiers) -> DataPlane:
-    metrics = ServeMetrics()
+def plane_of(tmp_path, catalog, classifiers, metrics: ServeMetrics | None = None) -> DataPlane:
+    metrics = metrics or ServeMetrics()
     recorder = FeedbackRecorder(FeedbackStore(tmp_path / "f.sqlite", 1000, 3600), metrics)
     return DataPlane(catalog, classifiers, recorder, metrics, Limits(max_images_per_request=4))
+
+
+@pytest.fixture
+def plane(tmp_path, catalog, classifiers) -> DataPlane:
+    return plane_of(tmp_path, catalog, classifiers)
 
 
 def counter(metrics: ServeMetrics, name: str, **labels: str) -> float:
@@ -188,3 +196,36 @@ def test_v2_infer_takes_tensors_and_images_and_bounds_the_image_count(plane, cla
     with pytest.raises(PayloadTooLarge):  # this plane's limit is 4 images
         asyncio.run(plane.infer_v2(artifact, header + raw, str(len(header))))
     assert plane.v2_metadata("seresnet20_digits", None)["versions"] == ["1"]
+
+
+# A model run in the ingress (runs_in: ingress): ModelClient calls its ModelRunner in this process
+
+def test_an_in_ingress_model_answers_what_the_replica_path_computes(tmp_path, catalog, plane, digits_pngs):
+    metrics = ServeMetrics()
+    decoding = {key: Decoding("ingress", "exact", 64 << 20, 1.0) for key in catalog.artifacts}
+    specs = {key: ModelDeployment(name=a.name, version=a.version, providers="cpu") for key, a in catalog.artifacts.items()}
+    runners = {key: ModelRunner(spec, ROOT / "models", decoding[key], metrics, [], admission_bound(spec))
+               for key, spec in specs.items()}
+    client = ModelClient({}, decoding, 40_000_000, ThreadPoolExecutor(2), metrics, runners)
+    local = plane_of(tmp_path, catalog, client, metrics)
+    pngs = [png for png, _ in digits_pngs]
+    tensor = np.random.default_rng(1).standard_normal((3, 1, 32, 32)).astype(np.float32)
+
+    async def answers(on: DataPlane) -> list:
+        found = []
+        for model in ("seresnet20_digits", "resnext20_digits"):
+            plan = on.plan_classify(model, "10", {})
+            found.append((await on.classify(plan, pngs[:1], 0.0))["predictions"])
+            found.append((await on.classify(plan, pngs[1:4], 0.0))["results"])
+            found.append(await on.classifiers.infer(plan.artifact, tensor))
+        return found
+
+    mine, reference = asyncio.run(answers(local)), asyncio.run(answers(plane))
+    for got, expected in zip(mine, reference):
+        if isinstance(got, np.ndarray):
+            np.testing.assert_allclose(got, expected, rtol=1e-6)
+        else:
+            assert got == expected
+    labels = {"model": "resnext20_digits", "version": "1"}
+    assert metrics.registry.get_sample_value("resfam_preprocess_duration_seconds_count", labels) == 4
+    assert local.v2_metadata("resnext20_digits", None)["versions"] == ["1"]

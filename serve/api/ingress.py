@@ -24,13 +24,14 @@ from serve.api.drain import DrainGate, DrainMiddleware
 from serve.api.openapi import describe_api, disable_docs
 from serve.api.responses import (RequestLabels, error_response, install_error_handlers, internal_error, observed,
                                   v2_error_response, v2_internal_error)
-from serve.config import ServerConfig, effective_feedback_url
+from serve.config import ModelDeployment, ServerConfig, effective_feedback_url
 from serve.errors import ApiError, Overloaded
 from serve.metrics import MetricsPusher, ServeMetrics
 from serve.runtime.catalog import ModelCatalog
 from serve.runtime.client import ModelClient
 from serve.runtime.decoding import Decoding
 from serve.runtime.replica_grpc import bind_replica_grpc_to_configured_host
+from serve.runtime.runner import local_runners
 
 app = FastAPI(title="resfam-serve", version="1", description="Image classification with the ResNet family: "
               "top-k answers, A/B experiments with feedback, and the Open Inference Protocol (KServe V2).")
@@ -51,7 +52,9 @@ V2_ERRORS = schemas.error_responses(400, 404, 408, 413, 415, 422, 429, 500, 503,
 class Ingress:
     def __init__(self, config: ServerConfig, repository: str,
                  classifiers: dict[str, DeploymentHandle], hub: DeploymentHandle, feedback_url: str,
-                 decoding: dict[str, Decoding] | None = None) -> None:
+                 decoding: dict[str, Decoding], local: dict[str, ModelDeployment]) -> None:
+        """`decoding`: every served model version, in the config's order; `local`: those this replica runs itself
+        (`runs_in: ingress`), the others have a handle in `classifiers`."""
         bind_replica_grpc_to_configured_host()
         if not config.http.docs:
             disable_docs(app)
@@ -62,9 +65,11 @@ class Ingress:
         self.pace = BodyPace.from_options(config.http, self.metrics.client_timeouts.labels(stage="body").inc)
         app.state.client_limit = ClientLimiter.from_options(config.http, self.metrics.client_limited.inc,
                                                             ray.util.get_node_ip_address())
-        catalog = ModelCatalog(Path(repository), classifiers, config.default_model)
-        client = ModelClient(classifiers, decoding or {}, config.limits.max_pixels,
-                             ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics)
+        self.runners = local_runners(local, Path(repository), decoding, self.metrics)
+        catalog = ModelCatalog(Path(repository), decoding, config.default_model)
+        client = ModelClient(classifiers, decoding, config.limits.max_pixels,
+                             ThreadPoolExecutor(max_workers=4, thread_name_prefix="preprocess"), self.metrics,
+                             self.runners)
         feedback = config.feedback
         store = FeedbackStore(effective_feedback_url(feedback_url), feedback.max_rows, feedback.retention_s)
         recorder = FeedbackRecorder(store, self.metrics, feedback)
@@ -91,6 +96,11 @@ class Ingress:
         drained = await self.drain_gate.close(timeout_s)
         await self.plane.drain()  # the guarded rollout stops deciding here
         return {**drained, "feedback_unwritten": await self.plane.recorder.flush(timeout_s)}
+
+    def check_health(self) -> None:
+        """Ray Serve replaces a replica whose check fails: here, one whose models lost their session."""
+        for runner in self.runners.values():
+            runner.check_health()
 
     def __del__(self) -> None:
         """Ray Serve calls this when it stops the replica, drained or not: write what is buffered (bounded)."""

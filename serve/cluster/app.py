@@ -13,6 +13,7 @@ from serve.runtime.decoding import Decoding
 from serve.runtime.deployments import Classifier, MetricsHub
 from serve.api.ingress import Ingress
 from serve.runtime.repository import ModelArtifact, load_artifact
+from serve.runtime.runner import max_ongoing_requests
 
 SERVE_PACKAGE = PROJECT_ROOT / "serve"
 # Ray 2.60's router runs at most two routing tasks per replica; one that found every replica full retries after a
@@ -53,11 +54,7 @@ def ingress_options(spec: IngressConfig) -> dict[str, Any]:
 def classifier_options(spec: ModelDeployment) -> dict[str, Any]:
     return {
         "ray_actor_options": {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
-        # Room for four full batches per replica, queued in its own batcher (FIFO, woken at once). Beyond that
-        # requests wait (bounded) in the caller's handle queue, which behind HAProxy drains slowly (digits
-        # model with max_batch_size 1, so 8 slots, at c=32: 28 requests/s, loadtests/results/batching;
-        # 105 with http.proxy: ray).
-        "max_ongoing_requests": max(4 * spec.max_batch_size, 8),
+        "max_ongoing_requests": max_ongoing_requests(spec),
         "max_queued_requests": spec.max_queued_requests,
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 20,
@@ -121,31 +118,40 @@ def ingress_user_config(config: ServerConfig, keys: str | None, drain_s: float |
 
 
 def build_app(config: ServerConfig, base_dir: Path = PROJECT_ROOT, drain_s: float | None = None) -> Application:
-    """`drain_s`: the same application, told to drain (every Ingress replica, in place; see Ingress.reconfigure)."""
+    """`drain_s`: the same application, told to drain (every Ingress replica, in place; see Ingress.reconfigure).
+    A model with `runs_in: ingress` gets no deployment: each Ingress replica runs it (its spec goes to the ingress)."""
     repository = config.repository_path(base_dir).resolve()
     hub = versioned(MetricsHub.options(ray_actor_options={"num_cpus": 0})).bind()
-    classifiers, decoding_by_model = {}, {}
+    classifiers, local, local_inputs, decoding_by_model = {}, {}, [], {}
     for name, artifact, spec in classifier_deployments(config, repository):
         pinned = spec.model_copy(update={"version": artifact.version})
-        deployment = Classifier.options(name=name, **classifier_options(spec))
         decoding = Decoding(spec.preprocess_in, spec.decode, config.limits.decode_budget_bytes,
                             config.limits.decode_wait_s)
-        inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")), repr(decoding))
-        classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub, decoding)
         decoding_by_model[artifact.key] = decoding  # the ingress decodes a model whose decoding.where says so
+        inputs = (pinned.model_dump_json(), str(repository), str(artifact.meta.get("sha256")), repr(decoding))
+        if spec.runs_in == "ingress":
+            local[artifact.key] = pinned
+            local_inputs.extend(inputs)
+            continue
+        deployment = Classifier.options(name=name, **classifier_options(spec))
+        classifiers[artifact.key] = versioned(deployment, *inputs).bind(pinned, str(repository), hub, decoding)
     # The experiment and the keys' generation travel as user_config: they change without restarting the ingress.
     fixed = config.model_copy(update={"experiment": None, "auth": resolved_auth(config, base_dir)})
     feedback_url = config.feedback_url(base_dir.resolve())  # RESFAM_FEEDBACK_URL is applied in the replica
     user_config = ingress_user_config(config, keys_generation(config.keys_path(base_dir)), drain_s)
+    # The GPUs of the models it runs; its CPUs stay as the decorator says.
+    actor = {**Ingress.ray_actor_options, "num_gpus": sum(spec.num_gpus for spec in local.values())}
     # The replica count stays out of the version: a new count rescales in place instead of replacing replicas.
-    ingress = versioned(Ingress.options(user_config=user_config, **ingress_options(config.ingress)),
-                        fixed.model_dump_json(exclude={"ingress"}), str(repository),
-                        ",".join(classifiers), feedback_url, repr(sorted(decoding_by_model.items())))
-    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, decoding_by_model)
+    ingress = versioned(Ingress.options(user_config=user_config, ray_actor_options=actor,
+                                        **ingress_options(config.ingress)),
+                        fixed.model_dump_json(exclude={"ingress"}), str(repository), ",".join(classifiers),
+                        feedback_url, repr(sorted(decoding_by_model.items())), *local_inputs)
+    return ingress.bind(fixed, str(repository), classifiers, hub, feedback_url, decoding_by_model, local)
 
 
 def app_builder(args: AppArgs) -> Application:
-    """The cluster's entry point (RayService, `serve run`): refuses to serve without keys unless `auth: none`."""
+    """The cluster's entry point (RayService, `serve run`): refuses to serve without keys unless `auth: none`;
+    every model in a deployment of its own (ServerConfig.on_cluster)."""
     config = load_config(Path(args.config))
     check_auth(config, "0.0.0.0", PROJECT_ROOT)
-    return build_app(config, PROJECT_ROOT)
+    return build_app(config.on_cluster(), PROJECT_ROOT)
