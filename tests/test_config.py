@@ -114,8 +114,9 @@ def _shipped_with(*runs_in: str, num_gpus: tuple[float, ...] = (0, 0)) -> dict:
     return data
 
 
-def test_models_run_in_a_replica_unless_configured():
+def test_models_run_in_a_replica_unless_configured_and_the_shipped_ones_in_the_ingress():
     assert parse_config({"models": [{"name": "a"}]}).models[0].runs_in == "replica"
+    assert {m.runs_in for m in load_config(ROOT / "serve" / "config.yaml").models} == {"ingress"}  # make serve
 
 
 def test_on_a_cluster_every_model_runs_in_a_replica_and_nothing_else_changes():

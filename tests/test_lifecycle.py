@@ -2,9 +2,7 @@
 and shutdown drains the requests already in flight. One server for the module; the drain test stops it."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -17,20 +15,16 @@ import yaml
 
 from loadtests.procs import process_tree, title
 from resfam.data import digits
-from tests.conftest import ROOT, LiveServer, default_config, free_port
+from tests.conftest import LiveServer, default_config, free_port
 from tests.images import encode
+from tests.model_versions import repository_with_versions
 
 MODEL = "seresnet20_digits"
 
 
 def _repository_with_two_versions(path: Path) -> Path:
     """Version 2 is version 1's file under a new number: what matters here is the rollout, not the weights."""
-    for version in ("1", "2"):
-        target = path / MODEL / version
-        shutil.copytree(ROOT / "models" / MODEL / "1", target)
-        card = json.loads((target / "model.json").read_text())
-        (target / "model.json").write_text(json.dumps({**card, "version": version}))
-    return path
+    return repository_with_versions(path, MODEL, ("1", "2"))
 
 
 def _config(port: int, repository: Path, version: str, max_batch_size: int, max_queued: int = 64) -> dict:
@@ -38,8 +32,9 @@ def _config(port: int, repository: Path, version: str, max_batch_size: int, max_
     spec = next(m for m in config["models"] if m["name"] == MODEL)
     # Two replicas: Ray Serve's rolling update stops an old replica before it starts its successor, so
     # one replica alone would leave a gap. A quarter CPU each fits old and new beside the ingress.
+    # In a replica, not the ingress: these tests roll out, fill and kill the model's replicas.
     spec.update(version=version, replicas=2, num_cpus=0.25, max_batch_size=max_batch_size,
-                max_queued_requests=max_queued)
+                max_queued_requests=max_queued, runs_in="replica")
     config.update(model_repository=str(repository), models=[spec], default_model=MODEL, experiment=None)
     config["limits"]["max_images_per_request"] = 16
     return config

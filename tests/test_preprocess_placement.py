@@ -1,5 +1,5 @@
-"""Preprocessing in the ingress gives the same answers as preprocessing in the replica (the default), errors
-included."""
+"""Preprocessing in the ingress before a replica call gives the same answers as the shipped server, whose models run
+in the ingress (runs_in: ingress), errors included."""
 from __future__ import annotations
 
 import httpx
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def ingress_server(tmp_path_factory) -> LiveServer:
     config = default_config(free_port())
     for model in config["models"]:
-        model["preprocess_in"] = "ingress"
+        model.update(runs_in="replica", preprocess_in="ingress")
     live = LiveServer(config, tmp_path_factory.mktemp("ingress-server"))
     live.start()
     yield live
@@ -43,10 +43,11 @@ def test_multi_image_request_keeps_order_in_both_placements(server: LiveServer, 
     assert answers[0].json()["results"] == answers[1].json()["results"]
 
 
-def test_bad_image_decoded_in_replica_is_a_400(server: LiveServer) -> None:
+def test_a_bad_image_is_a_400_in_both_placements(server: LiveServer, ingress_server: LiveServer) -> None:
     truncated = jpeg_photos()[0][:2000]
-    answer = httpx.post(f"{server.url}/classify", content=truncated,
-                        headers={"Content-Type": "image/jpeg"}, timeout=60)
-    assert answer.status_code == 400
-    assert answer.json()["error"]["code"] == "bad_image"
-    assert _predictions(server.url, digit_pngs()[0], "seresnet20_digits")  # the replica still serves
+    for live in (server, ingress_server):
+        answer = httpx.post(f"{live.url}/classify", content=truncated,
+                            headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "bad_image"
+        assert _predictions(live.url, digit_pngs()[0], "seresnet20_digits")  # the model still serves
