@@ -39,6 +39,8 @@ class ModelDeployment(_Strict):
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
     max_batch_size: int = Field(16, ge=1, le=1024)
+    # How long a batch that is not full waits for more, and only while a call is on its way (decoding in the same
+    # process, runtime/batcher.py): otherwise it goes at once, so a lone request never waits for company.
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     max_queued_requests: int = Field(64, ge=1)
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"

@@ -70,6 +70,34 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on() -> None:
     assert float(good[0, 0]) == 6.0
 
 
+def test_a_batch_waits_only_for_a_call_known_to_be_on_its_way() -> None:
+    model = SlowModel(0.01)
+
+    async def alone() -> float:
+        batcher = ContinuousBatcher(model, max_batch_size=4, batch_wait_timeout_s=1.0)
+        started = asyncio.get_running_loop().time()
+        await batcher.submit(one(1))
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(alone()) < 0.5  # nothing on its way: no wait for the 1 s timeout
+    assert model.sizes == [1]
+
+    async def joined() -> None:
+        batcher = ContinuousBatcher(model, max_batch_size=4, batch_wait_timeout_s=1.0)
+
+        async def decoded_later() -> np.ndarray:
+            with batcher.expecting():
+                await asyncio.sleep(0.05)  # decoding
+                return await batcher.submit(one(2))
+
+        second = asyncio.create_task(decoded_later())
+        await asyncio.sleep(0)  # the second call is decoding now
+        await asyncio.gather(batcher.submit(one(1)), second)
+
+    asyncio.run(joined())
+    assert model.sizes == [1, 2]  # the first call waited for the second, decoding meanwhile
+
+
 def test_a_call_larger_than_a_batch_is_refused() -> None:
     batcher = ContinuousBatcher(SlowModel(), max_batch_size=2, batch_wait_timeout_s=0)
     with pytest.raises(ValueError, match="max_batch_size"):

@@ -82,8 +82,9 @@ class ModelRunner:
 
     async def classify_encoded(self, images: list[bytes], max_pixels: int,
                                executor: Executor | None = None) -> np.ndarray:
-        """Decode and preprocess in `executor`'s threads (default: the event loop's), then classify."""
-        with self._admitted():
+        """Decode and preprocess in `executor`'s threads (default: the event loop's), then classify; meanwhile a
+        batch that is not full may wait for these images (ContinuousBatcher.expecting)."""
+        with self._admitted(), self.batcher.expecting():
             batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels,
                                                                executor, self.decoding.mode, self.decoding.budget())
             for _ in images:
