@@ -45,7 +45,8 @@ def render(config_path: Path = DEFAULT_CONFIG, image_repository: str = IMAGE_REP
         serve_yaml = yaml.safe_dump(serve_config(config, f"{IMAGE_APP_DIR}/{config_rel}", variant), sort_keys=False)
         head = _header(config_rel)
         files[f"k8s/{variant.name}/rayservice.yaml"] = head + manifests.to_yaml(
-            [manifests.ray_service(variant, serve_yaml, front_door_environment(config.http), image_repository)])
+            [manifests.ray_service(variant, serve_yaml, front_door_environment(config.on_cluster().http),
+                                   image_repository)])
         files[f"k8s/{variant.name}/service.yaml"] = head + manifests.to_yaml([manifests.serve_service()])
         files[f"k8s/{variant.name}/podmonitors.yaml"] = head + manifests.to_yaml(manifests.pod_monitors())
         files[f"k8s/{variant.name}/security.yaml"] = head + manifests.to_yaml([

@@ -86,8 +86,9 @@ class HttpOptions(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     # What answers on host:port. haproxy: Ray Serve's HAProxy ingress forwards to the ingress replica, which
     # serves HTTP itself (one hop less than Ray's Python proxy, and replicas call each other over gRPC).
-    # ray: Ray Serve's Python proxy, the default. Behind HAProxy the ingress reads the client's address from the
-    # X-Forwarded-For HAProxy appends (cluster/haproxy_config.py). Measured in loadtests/results/proxy/report.md.
+    # ray: Ray Serve's Python proxy, for a config that names none, and always on a cluster (ServerConfig.on_cluster).
+    # The shipped config runs haproxy. Behind HAProxy the ingress reads the client's address from the
+    # X-Forwarded-For HAProxy appends (cluster/haproxy_config.py). Measured in loadtests/results/peers/report.md.
     proxy: Literal["haproxy", "ray"] = "ray"
     # The OpenAPI document at /openapi.json and its viewer at /docs.
     docs: bool = True
@@ -272,9 +273,12 @@ class ServerConfig(_Strict):
         return self
 
     def on_cluster(self) -> "ServerConfig":
-        """This config with every model in a deployment of its own: a cluster scales each model on its own, on
-        GPU workers, and its rendered manifests override those deployments (deploy/serve_config.py)."""
-        return self.model_copy(update={"models": [m.model_copy(update={"runs_in": "replica"}) for m in self.models]})
+        """This config as a cluster runs it: every model in a deployment of its own (a cluster scales each model on
+        its own, on GPU workers, and its rendered manifests override those deployments, deploy/serve_config.py),
+        behind Ray's proxy and its guard (the slow-client limits HAProxy mode adds, cluster/haproxy_config.py, are
+        written by a local server's wrapper, which the pods do not run)."""
+        return self.model_copy(update={"models": [m.model_copy(update={"runs_in": "replica"}) for m in self.models],
+                                       "http": self.http.model_copy(update={"proxy": "ray"})})
 
     def keys_path(self, base: Path | None = None) -> Path | None:
         if self.auth == "none" or self.auth.keys_file is None:

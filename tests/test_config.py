@@ -119,13 +119,14 @@ def test_models_run_in_a_replica_unless_configured_and_the_shipped_ones_in_the_i
     assert {m.runs_in for m in load_config(ROOT / "serve" / "config.yaml").models} == {"ingress"}  # make serve
 
 
-def test_on_a_cluster_every_model_runs_in_a_replica_and_nothing_else_changes():
+def test_on_a_cluster_every_model_runs_in_a_replica_behind_rays_proxy_and_nothing_else_changes():
     config = parse_config(_shipped_with("ingress", "replica"))
+    assert config.http.proxy == "haproxy"  # the shipped front door
     clustered = config.on_cluster()
-    assert [m.runs_in for m in clustered.models] == ["replica", "replica"]
+    assert [m.runs_in for m in clustered.models] == ["replica", "replica"] and clustered.http.proxy == "ray"
     assert [m.model_dump(exclude={"runs_in"}) for m in clustered.models] == \
         [m.model_dump(exclude={"runs_in"}) for m in config.models]
-    assert clustered.model_copy(update={"models": config.models}) == config
+    assert clustered.model_copy(update={"models": config.models, "http": config.http}) == config
 
 
 def test_an_in_ingress_model_has_no_deployment_and_its_gpus_go_to_the_ingress():

@@ -226,9 +226,10 @@ def test_service_and_monitors_reach_the_named_ports(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_ray_pod_starts_with_the_configured_front_door(variant):
+def test_every_ray_pod_starts_with_rays_proxy_and_its_guard(variant):
     cluster = ray_service(variant)["spec"]["rayClusterConfig"]
-    wanted = front_door_environment(load_config(ROOT / "serve" / "config.yaml").http)
+    wanted = front_door_environment(load_config(ROOT / "serve" / "config.yaml").on_cluster().http)
+    assert wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and "RESFAM_PROXY_HEADER_TIMEOUT_S" in wanted
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         container = group["template"]["spec"]["containers"][0]
         assert {e["name"]: e["value"] for e in container["env"] if "value" in e} == wanted

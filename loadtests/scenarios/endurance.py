@@ -117,7 +117,7 @@ class Faults(Scenario):
 
     @classmethod
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
-        server, make = warm_digits_server(pool, digits_config(replicas=2, num_cpus=0.5))
+        server, make = warm_digits_server(pool, digits_config(replicas=2, num_cpus=0.5, runs_in="replica"))
         kill = cls._kill_replica(args, server, make)
         restart = cls._restart_app(args, server, make)
         phases = [kill, restart]
@@ -127,7 +127,7 @@ class Faults(Scenario):
             and kill["failed"] <= args.concurrency
         write_results(args.out, {"phases": phases, "timeout_s": args.timeout}, f"""# {cls.NAME}
 
-Model {DIGITS} with 2 replicas (0.5 CPU each); request timeout {args.timeout:g} s.
+Model {DIGITS} with 2 replicas of its own (`runs_in: replica`, 0.5 CPU each); request timeout {args.timeout:g} s.
 
 - kill-replica: closed loop at concurrency {args.concurrency}; one `ServeReplica` process of {DIGITS} gets SIGKILL.
   Requests in flight on it are at most the concurrency ({args.concurrency}).
