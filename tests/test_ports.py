@@ -78,5 +78,5 @@ def assert_refused_and_first_unharmed(live: LiveServer, holder: str) -> None:
 
 
 @pytest.mark.integration
-def test_a_second_server_on_the_ray_proxys_port_fails_at_once(server: LiveServer):
-    assert_refused_and_first_unharmed(server, "ray::ProxyActor")
+def test_a_second_server_on_the_shipped_servers_port_fails_at_once(server: LiveServer):
+    assert_refused_and_first_unharmed(server, "haproxy")  # the shipped front door (Ray's proxy: test_proxy_modes)

@@ -70,6 +70,17 @@ def haproxy_server(tmp_path_factory) -> LiveServer:
     live.stop()
 
 
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory) -> LiveServer:
+    """The shipped config behind Ray's proxy (what a config that names no proxy, and a cluster, run)."""
+    config = default_config(free_port())
+    config["http"]["proxy"] = "ray"
+    live = LiveServer(config, tmp_path_factory.mktemp("ray-server"))
+    live.start()
+    yield live
+    live.stop()
+
+
 def _answer(url: str, image: bytes, content_type: str, model: str) -> tuple[int, dict]:
     answer = httpx.post(f"{url}/classify", content=image, headers={"Content-Type": content_type},
                         params={"model": model, "k": 5}, timeout=60)
@@ -78,10 +89,10 @@ def _answer(url: str, image: bytes, content_type: str, model: str) -> tuple[int,
     return answer.status_code, body
 
 
-def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_haproxy(
-        server: LiveServer, haproxy_server: LiveServer) -> None:
-    assert len(serving_haproxies(haproxy_server)) == 1
-    assert not haproxy_processes(server)
+def test_the_shipped_server_answers_through_haproxy_and_a_ray_mode_one_through_rays_proxy(
+        server: LiveServer, ray_server: LiveServer) -> None:
+    assert len(serving_haproxies(server)) == 1
+    assert not haproxy_processes(ray_server)
 
 
 @pytest.mark.parametrize("image, content_type, model", [
@@ -90,9 +101,10 @@ def test_the_shipped_server_answers_through_rays_proxy_and_the_other_through_hap
     (b"not an image at all", "image/png", "seresnet20_digits"),  # 400
     (digit_pngs()[1], "image/png", "no_such_model"),  # 404
 ])
-def test_both_front_doors_give_identical_answers(server: LiveServer, haproxy_server: LiveServer,
+def test_both_front_doors_give_identical_answers(ray_server: LiveServer, haproxy_server: LiveServer,
                                                  image: bytes, content_type: str, model: str) -> None:
-    assert _answer(haproxy_server.url, image, content_type, model) == _answer(server.url, image, content_type, model)
+    assert _answer(haproxy_server.url, image, content_type, model) == _answer(ray_server.url, image, content_type,
+                                                                              model)
 
 
 def test_haproxy_keeps_its_files_in_a_directory_of_the_server_that_goes_with_it(
@@ -147,6 +159,10 @@ def test_a_second_server_on_haproxys_port_fails_at_once(haproxy_server: LiveServ
     assert_refused_and_first_unharmed(haproxy_server, "haproxy")
 
 
+def test_a_second_server_on_the_ray_proxys_port_fails_at_once(ray_server: LiveServer) -> None:
+    assert_refused_and_first_unharmed(ray_server, "ray::ProxyActor")
+
+
 def listeners(pids: set[int]) -> list[tuple[str, int, int]]:
     """(address, port, pid) of each listening socket of the given processes (`ss` maps sockets to processes)."""
     found = []
@@ -172,7 +188,7 @@ def test_nothing_of_a_local_server_on_loopback_listens_elsewhere(mode: str, requ
     inter-deployment gRPC server follows runtime/replica_grpc.py, HAProxy's stats page and exporter follow the
     front door (cluster/haproxy_config.py), and in HAProxy mode the ingress replica's own HTTP port (HAProxy's
     backend) follows http.host."""
-    live: LiveServer = request.getfixturevalue("haproxy_server" if mode == "haproxy" else "server")
+    live: LiveServer = request.getfixturevalue(f"{mode}_server")
     found = listeners(set(process_tree(live.pid)))
     assert {a for a, port, _ in found if port == live.port} == {"127.0.0.1"} and len(found) > 10  # Ray's too
     replicas = [pid for pid in process_tree(live.pid) if title(pid).startswith("ray::ServeReplica:")]
