@@ -42,7 +42,7 @@ class ServeMetrics:
             "resfam_preprocess_duration_seconds", "Decode and preprocessing time per image.",
             model_labels, buckets=LATENCY_BUCKETS, registry=r)
         self.queue_duration = Histogram(
-            "resfam_queue_duration_seconds", "Time an image waited in a replica before its batch ran.",
+            "resfam_queue_duration_seconds", "Time an image waited in its model's batcher before its batch ran.",
             model_labels, buckets=LATENCY_BUCKETS, registry=r)
         self.inference_duration = Histogram(
             "resfam_inference_duration_seconds", "Model execution time per batch.",

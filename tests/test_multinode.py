@@ -83,7 +83,7 @@ class RayNode:
                    f"--runtime-env-agent-port={runtime_env}", *args]
         # PYTHONPATH: replicas import serve.cluster.app:app_builder from this checkout (the image pip-installs it).
         # The front door's flags, as the rendered pod spec sets them (deploy/manifests.py).
-        front_door = serve_environment(load_config(ROOT / "serve" / "config.yaml").http.proxy)
+        front_door = serve_environment(load_config(ROOT / "serve" / "config.yaml").on_cluster().http.proxy)
         env = {**os.environ, **FAST_HEALTH_CHECKS, **front_door, **local_haproxy_ports(http_port=0),
                "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"),
