@@ -34,9 +34,9 @@ def test_calls_arriving_during_a_batch_form_the_next_one_whole() -> None:
 
     async def scenario() -> list[np.ndarray]:
         batcher = ContinuousBatcher(model, max_batch_size=16, batch_wait_timeout_s=0.001)
-        first = asyncio.create_task(batcher.submit(one(0)))
+        first = batcher.enqueue(one(0))
         await asyncio.sleep(0.01)  # the first batch is running now
-        rest = [asyncio.create_task(batcher.submit(one(i))) for i in range(1, 11)]
+        rest = [batcher.enqueue(one(i)) for i in range(1, 11)]
         return await asyncio.gather(first, *rest)
 
     answers = asyncio.run(scenario())
@@ -49,7 +49,7 @@ def test_batches_respect_max_batch_size_in_images_and_keep_order() -> None:
 
     async def scenario() -> list[np.ndarray]:
         batcher = ContinuousBatcher(model, max_batch_size=8, batch_wait_timeout_s=0.02)
-        return await asyncio.gather(*(batcher.submit(one(i, 3)) for i in range(5)))
+        return await asyncio.gather(*[batcher.enqueue(one(i, 3)) for i in range(5)])
 
     answers = asyncio.run(scenario())
     assert max(model.sizes) <= 8 and sum(model.sizes) == 15
@@ -62,8 +62,8 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on() -> None:
 
     async def scenario() -> tuple[list, np.ndarray]:
         batcher = ContinuousBatcher(model, max_batch_size=4, batch_wait_timeout_s=0.005)
-        bad = await asyncio.gather(batcher.submit(one(np.nan)), batcher.submit(one(1)), return_exceptions=True)
-        return bad, await batcher.submit(one(3))
+        bad = await asyncio.gather(batcher.enqueue(one(np.nan)), batcher.enqueue(one(1)), return_exceptions=True)
+        return bad, await batcher.enqueue(one(3))
 
     bad, good = asyncio.run(scenario())
     assert all(isinstance(e, ValueError) for e in bad)
@@ -73,14 +73,19 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on() -> None:
 def test_a_batch_waits_only_for_a_call_known_to_be_on_its_way() -> None:
     model = SlowModel(0.01)
 
-    async def alone() -> float:
+    async def alone(decoded_first: bool) -> float:
         batcher = ContinuousBatcher(model, max_batch_size=4, batch_wait_timeout_s=1.0)
         started = asyncio.get_running_loop().time()
-        await batcher.submit(one(1))
+        if decoded_first:  # as a runner calls it: the call itself was expected until its images are queued
+            with batcher.expecting():
+                await asyncio.sleep(0.01)  # decoding
+        await batcher.enqueue(one(1))
         return asyncio.get_running_loop().time() - started
 
-    assert asyncio.run(alone()) < 0.5  # nothing on its way: no wait for the 1 s timeout
-    assert model.sizes == [1]
+    # nothing else on its way: no wait for the 1 s timeout, neither for a bare call nor for one that was decoding
+    assert asyncio.run(alone(decoded_first=False)) < 0.5
+    assert asyncio.run(alone(decoded_first=True)) < 0.5
+    assert model.sizes == [1, 1]
 
     async def joined() -> None:
         batcher = ContinuousBatcher(model, max_batch_size=4, batch_wait_timeout_s=1.0)
@@ -88,17 +93,17 @@ def test_a_batch_waits_only_for_a_call_known_to_be_on_its_way() -> None:
         async def decoded_later() -> np.ndarray:
             with batcher.expecting():
                 await asyncio.sleep(0.05)  # decoding
-                return await batcher.submit(one(2))
+            return await batcher.enqueue(one(2))
 
         second = asyncio.create_task(decoded_later())
         await asyncio.sleep(0)  # the second call is decoding now
-        await asyncio.gather(batcher.submit(one(1)), second)
+        await asyncio.gather(batcher.enqueue(one(1)), second)
 
     asyncio.run(joined())
-    assert model.sizes == [1, 2]  # the first call waited for the second, decoding meanwhile
+    assert model.sizes == [1, 1, 2]  # the first call waited for the second, decoding meanwhile
 
 
 def test_a_call_larger_than_a_batch_is_refused() -> None:
     batcher = ContinuousBatcher(SlowModel(), max_batch_size=2, batch_wait_timeout_s=0)
     with pytest.raises(ValueError, match="max_batch_size"):
-        asyncio.run(batcher.submit(one(0, 3)))
+        batcher.enqueue(one(0, 3))

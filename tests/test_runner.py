@@ -56,6 +56,16 @@ def test_encoded_images_decode_as_the_ingress_would_and_match_the_session(sessio
     assert model.describe()["providers"] == ["CPUExecutionProvider"]
 
 
+def test_a_lone_encoded_call_does_not_wait_for_itself():
+    """A call counts as on its way while it decodes; once its images are queued nothing else is expected, so its
+    batch runs at once rather than after batch_wait_timeout_s (the shipped 5 ms; here the largest the config allows, 1 s)."""
+    model = runner(batch_wait_timeout_s=1.0)
+    probs = asyncio.run(model.classify_encoded(digit_pngs()[:1], 40_000_000))
+    assert probs.shape == (1, 10)
+    waited = model.metrics.registry.get_sample_value("resfam_queue_duration_seconds_sum", model.labels)
+    assert waited < 0.5
+
+
 def test_calls_beyond_the_bound_are_refused_and_the_rest_served():
     spec = {"max_batch_size": 1, "max_queued_requests": 1}
     bound = admission_bound(ModelDeployment(name=MODEL, **spec))

@@ -6,7 +6,9 @@ ResNet-50 at concurrency 8 here; loadtests/results/batching). This batcher forms
 worker is free: everything queued by then, up to `max_batch_size` images, waiting up to
 `batch_wait_timeout_s` for more only while the batch is not full and a call is known to be on its way (its images
 are being decoded in this process: `expecting`). Without one there is nothing to wait for, and a wait would only
-add itself to the latency (at c=1, the shipped 5 ms on every request).
+add itself to the latency (at c=1, the shipped 5 ms on every request). A call stops being expected when its
+decoding ends, and its images are queued in the same step of the event loop (`enqueue` is not a coroutine), so the
+batch it would have waited for never waits for the call itself.
 """
 import asyncio
 import contextlib
@@ -31,15 +33,15 @@ class ContinuousBatcher:
 
     @contextlib.contextmanager
     def expecting(self) -> Iterator[None]:
-        """Around a call's decoding and its `submit`: a batch that is not full may wait for it."""
+        """Around a call's decoding, not its `enqueue`: a batch that is not full may wait for the call meanwhile."""
         self.expected += 1
         try:
             yield
         finally:
             self.expected -= 1
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for `images` (at most `max_batch_size` of them), computed in some batch."""
+    def enqueue(self, images: np.ndarray) -> asyncio.Future:
+        """Queues `images` (at most `max_batch_size` of them) at once; the future gets their probabilities."""
         if len(images) > self.max_batch_size:
             raise ValueError(f"{len(images)} images exceed max_batch_size {self.max_batch_size}")
         loop = asyncio.get_running_loop()
@@ -47,7 +49,7 @@ class ContinuousBatcher:
             self.worker = loop.create_task(self._work())
         future = loop.create_future()
         self.queue.put_nowait((images, time.perf_counter(), future))
-        return await future
+        return future
 
     async def _next_batch(self) -> list[tuple]:
         first, self.carried = self.carried or await self.queue.get(), None

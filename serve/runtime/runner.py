@@ -82,11 +82,13 @@ class ModelRunner:
 
     async def classify_encoded(self, images: list[bytes], max_pixels: int,
                                executor: Executor | None = None) -> np.ndarray:
-        """Decode and preprocess in `executor`'s threads (default: the event loop's), then classify; meanwhile a
-        batch that is not full may wait for these images (ContinuousBatcher.expecting)."""
-        with self._admitted(), self.batcher.expecting():
-            batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels,
-                                                               executor, self.decoding.mode, self.decoding.budget())
+        """Decode and preprocess in `executor`'s threads (default: the event loop's), then classify; while they
+        decode, a batch that is not full may wait for these images (ContinuousBatcher.expecting)."""
+        with self._admitted():
+            with self.batcher.expecting():
+                batch, per_image = await decode_and_preprocess_all(images, self.artifact.preprocessing, max_pixels,
+                                                                   executor, self.decoding.mode,
+                                                                   self.decoding.budget())
             for _ in images:
                 self.metrics.preprocess_duration.labels(**self.labels).observe(per_image)
             return await self._infer(batch)
@@ -96,7 +98,8 @@ class ModelRunner:
             raise ValueError(f"expected (N, {self.input_shape}), got {images.shape}")
         step = self.spec.max_batch_size
         chunks = [images[i:i + step] for i in range(0, len(images), step)]
-        parts = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
+        # queued at once, in the step that ended their decoding (ContinuousBatcher.expecting)
+        parts = await asyncio.gather(*[self.batcher.enqueue(chunk) for chunk in chunks])
         return np.concatenate(parts)
 
     async def predict_batch(self, calls: list[np.ndarray], enqueued: list[float]) -> np.ndarray:
