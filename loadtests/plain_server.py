@@ -28,9 +28,13 @@ from serve.runtime.repository import load_artifact
 MAX_PIXELS = 40_000_000
 
 
-def create_app(repository: Path, model: str, version: str = "latest", decode: str = "fast") -> FastAPI:
+def create_app(repository: Path, model: str, version: str = "latest", decode: str = "fast", threads: int = 0) -> FastAPI:
+    """`threads`: ONNX Runtime's intra-op threads, as resfam-serve gives a model of that `num_cpus` (0: ONNX
+    Runtime's own choice, one per core)."""
     artifact = load_artifact(repository, model, version)
-    session = ort.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(artifact.onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     spec, labels = artifact.preprocessing, artifact.labels
     app = FastAPI()
@@ -57,11 +61,11 @@ def create_app(repository: Path, model: str, version: str = "latest", decode: st
     return app
 
 
-def model_of(config: dict) -> tuple[str, str, str]:
-    """(name, version, decode) of the config's default model."""
+def model_of(config: dict) -> tuple[str, str, str, int]:
+    """(name, version, decode, ONNX Runtime threads: whole num_cpus, 0 where unset) of the config's default model."""
     name = config["default_model"]
     entry = next((m for m in config.get("models", []) if m["name"] == name), {})
-    return name, str(entry.get("version", "latest")), entry.get("decode", "fast")
+    return name, str(entry.get("version", "latest")), entry.get("decode", "fast"), int(entry.get("num_cpus", 0))
 
 
 class PlainServer(LiveServer):
@@ -80,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtests.plain_server", description=__doc__)
     parser.add_argument("--config", type=Path, required=True)
     config = yaml.safe_load(parser.parse_args(argv).config.read_text())
-    name, version, decode = model_of(config)
-    app = create_app(Path(config["model_repository"]), name, version, decode)
+    app = create_app(Path(config["model_repository"]), *model_of(config))
     http = config.get("http", {})
     uvicorn.run(app, host=http.get("host", "127.0.0.1"), port=int(http["port"]), log_level="info", access_log=False)
 

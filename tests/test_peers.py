@@ -1,6 +1,11 @@
 """The peers benchmark's arithmetic: process roles and the GPU-feeding figures, from made-up measurements."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 
 from loadtests.scenarios import peers
@@ -40,3 +45,31 @@ def test_ort_figure_at_a_mean_batch():
     assert peers.ort_ms_at(profile, 0.0) == 9.0
     assert peers.ort_ms_at(profile, 5.3) == 6.0
     assert peers.ort_ms_at(profile, 40) == 4.0
+
+
+def _state(pid: int) -> str:
+    stat = open(f"/proc/{pid}/stat").read()
+    return stat[stat.rindex(")") + 2]
+
+
+def test_pausing_stops_the_processes_off_the_request_path_and_continues_them():
+    """A tree like a server's: a root, a process of Ray's own, and one on the path (named as HAProxy is). Inside
+    the pause the first two are stopped and the third runs; after it, none is stopped."""
+    root = subprocess.Popen(["bash", "-c", "(exec -a haproxy sleep 60) & (exec -a raylet sleep 60) & wait"],
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(peers.cpu.snapshot(root.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        names = {name: pid for pid, (name, _) in peers.cpu.snapshot(root.pid).items()}
+        assert {"haproxy", "raylet"} <= set(names)
+        with peers.paused_off_path(root.pid) as stopped:
+            assert set(stopped) == {root.pid, names["raylet"]}
+            time.sleep(0.2)  # SIGSTOP takes effect asynchronously
+            assert _state(root.pid) == _state(names["raylet"]) == "T"
+            assert _state(names["haproxy"]) != "T"
+        time.sleep(0.2)
+        assert all(_state(pid) != "T" for pid in (root.pid, *names.values()))
+    finally:
+        os.killpg(root.pid, signal.SIGTERM)
+        root.wait(10)

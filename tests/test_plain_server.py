@@ -20,7 +20,8 @@ from serve.runtime.repository import load_artifact
 def test_plain_server_classifies_like_the_inprocess_path_and_stops_clean(tmp_path):
     config = digits_config()
     config["http"].update(host="127.0.0.1", port=free_port())
-    name, version, decode = model_of(config)
+    name, version, decode, threads = model_of(config)
+    assert threads == int(next(m for m in config["models"] if m["name"] == name)["num_cpus"])
     artifact = load_artifact(ROOT / "models", name, version)
     model = session_for(artifact, "cpu", 1, [])
     pngs = digit_pngs(8)
@@ -38,3 +39,9 @@ def test_plain_server_classifies_like_the_inprocess_path_and_stops_clean(tmp_pat
     assert "Finished server process" in server.log_path.read_text()  # SIGTERM: uvicorn shut down gracefully
     assert not [pid for pid in tree if Path(f"/proc/{pid}").exists()]
     assert not server.ready()
+
+
+def test_the_plain_server_takes_the_models_settings_or_onnx_runtimes_defaults():
+    config = {"default_model": "m", "models": [{"name": "m", "version": 3, "decode": "exact", "num_cpus": 1.5}]}
+    assert model_of(config) == ("m", "3", "exact", 1)  # whole cores, as resfam-serve gives its replicas threads
+    assert model_of({"default_model": "m"}) == ("m", "latest", "fast", 0)  # 0: one thread per core

@@ -218,25 +218,30 @@ class PhonePhotos(Scenario):
     def run(cls, args: argparse.Namespace, pool: ServerPool) -> dict:
         cpu_resnet50.ensure_model()
         sizes = {"4032x3024": phone_photos(), "500x375": jpeg_photos()}
+        specs = {cpu_resnet50.MODEL: load_artifact(cpu_resnet50.CACHE, cpu_resnet50.MODEL, cpu_resnet50.VERSION),
+                 DIGITS: load_artifact(ROOT / "models", DIGITS, "latest")}
         rows = []
         for mode in tqdm(args.modes.split(","), desc=cls.NAME, unit="mode"):
             for model, config in cls.configs(mode).items():
                 server = pool.get(config)
-                p50 = {}
+                p50, decode_ms = {}, {}
                 for size, photos in sizes.items():
                     make = image_shots(photos, "image/jpeg", model=model)
                     warm_up(server.url, make, seconds=3, concurrency=1)
                     summary = run_closed(server.url, make, 1, args.duration).summary()
                     p50[size] = summary["p50_ms"]
+                    decode_ms[size] = statistics.median(median_ms(p, specs[model].preprocessing, mode, 5)
+                                                        for p in photos)
                     rows.append({"model": model, "decode": mode, "size": size, "p50_ms": summary["p50_ms"],
                                  "p95_ms": summary["p95_ms"], "requests": summary["requests"],
-                                 "errors": summary["errors"]})
-                rows[-2]["ratio_to_500x375"] = p50["4032x3024"] / p50["500x375"]
-                rows[-2]["target"] = cls.TARGETS[model]
-                rows[-2]["met"] = p50["4032x3024"] / p50["500x375"] <= cls.TARGETS[model]
+                                 "errors": summary["errors"], "decode_ms": decode_ms[size]})
+                ratio = p50["4032x3024"] / p50["500x375"]
+                best = (p50["500x375"] + decode_ms["4032x3024"] - decode_ms["500x375"]) / p50["500x375"]
+                rows[-2].update(ratio_to_500x375=ratio, best_ratio=best, target=cls.TARGETS[model],
+                                met=ratio <= cls.TARGETS[model])
         pool.close()
-        columns = ["model", "decode", "size", "p50_ms", "p95_ms", "requests", "errors", "ratio_to_500x375", "target",
-                   "met"]
+        columns = ["model", "decode", "size", "p50_ms", "p95_ms", "requests", "errors", "decode_ms", "ratio_to_500x375",
+                   "best_ratio", "target", "met"]
         print(table(rows, columns))
         plots = [plot_bars(args.out, "p50.png", {f"{r['model']} {r['decode']}": {
             s: next(x["p50_ms"] for x in rows if x["model"] == r["model"] and x["decode"] == r["decode"]
@@ -250,6 +255,12 @@ through a live server (`python -m serve`): ResNet-50 with random weights as in c
 preprocessing in the replica), and {DIGITS} with the shipped config. The load generator shares the 2 cores.
 Targets: the 4032x3024 p50 at most {cls.TARGETS[cpu_resnet50.MODEL]}x the 500x375 one for ResNet-50, at most
 {cls.TARGETS[DIGITS]}x for the digits model.
+
+`decode_ms`: decode and preprocess of one photo of that size in this process, nothing else running (median over
+the photos of 5 repeats each). `best_ratio`: the ratio a server would reach if a phone photo cost it exactly that
+much more than a small one, everything else equal: (small p50 + large decode_ms − small decode_ms) / small p50.
+Where it exceeds the target, decoding alone rules the target out: even at 1/8 scale the JPEG decoder must read
+every bit of a 1 MB file's entropy-coded data, which no scale setting skips.
 
 {table(rows, columns)}
 
