@@ -63,8 +63,8 @@ class ModelDeployment(_Strict):
     spin_wait: bool = False
     # Where the model runs: a Classifier deployment of its own (replica), or inside each ingress replica (ingress),
     # which saves the ingress -> replica hop (a Ray handle call over gRPC). On this 2-core machine that hop cost much:
-    # in the ingress the digits model served 415 -> 690 requests/s at c=32 and 3.1 -> 1.4 CPU-ms per request outside
-    # ONNX Runtime; ResNet-50 at c=8 went from 0.86x to 0.95x of a plain FastAPI server (both behind HAProxy,
+    # in the ingress the digits model served 374 -> 643 requests/s at c=32 and 3.5 -> 1.4 CPU-ms per request outside
+    # ONNX Runtime; ResNet-50 at c=8 went from 0.91x to 0.99x of a plain FastAPI server (both behind HAProxy,
     # loadtests/results/peers). replica: the model scales
     # on its own (replicas, autoscaling, GPU workers); a cluster always runs it so (ServerConfig.on_cluster).
     # preprocess_in is moot in the ingress: it decodes in the ingress's threads.

@@ -1,6 +1,7 @@
 """The model repository on disk: models/<name>/<version>/{model.onnx, model.json}."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,11 +30,12 @@ class ModelArtifact:
     def onnx_path(self) -> Path:
         return self.directory / "model.onnx"
 
-    @property
+    # Read on every request (top-k, the decode spec): built once per artifact, and only read by their users.
+    @functools.cached_property
     def labels(self) -> list[str]:
         return list(self.meta["labels"])
 
-    @property
+    @functools.cached_property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_metadata(self.meta)
 
